@@ -1,0 +1,50 @@
+# tlkit: two commands for a fresh machine.
+#   make lab   - create .venv if needed, install, open JupyterLab on course/
+#   make test  - same install, then the whole test suite (package tests, then the course notebooks)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tlkit-installed
+# Use the classroom mirror beside the checkout when there is one (CI has ../shared/datasets).
+SHARED := $(abspath ../shared/datasets)
+ifneq ($(wildcard $(SHARED)),)
+export TLKIT_MIRROR ?= $(SHARED)
+endif
+PYTEST_ARGS ?=
+
+.PHONY: lab test install test-package test-notebooks browser doctor bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[lite,course,dev]"
+	$(VENV)/bin/jupyter kernelspec list >/dev/null
+	@touch $(STAMP)
+
+lab: install
+	$(VENV)/bin/tlkit doctor --no-network || true
+	$(VENV)/bin/jupyter lab course/
+
+# Headless Chromium for the widget browser test: Debian's package (never a browser
+# download of Playwright's own). Skipped with a message where we cannot install it.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "note: chromium not installed; the browser test will be skipped"
+
+test: install browser
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+doctor: install
+	$(VENV)/bin/tlkit doctor
+
+bench: install
+	$(PY) bench/bench_finetune.py
+	$(PY) bench/bench_features.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,0 +1,212 @@
+"""Freezing that really freezes.
+
+``freeze(model, until="layer3")`` does two things, and the second is the one people forget:
+
+1. ``requires_grad = False`` on every parameter of the stages before ``until``, so the
+   optimizer cannot change them;
+2. the BatchNorm layers in those stages keep using (and never update) their running
+   statistics, even after ``model.train()``. A frozen BN layer in train mode would still
+   normalise with batch statistics and overwrite its ImageNet running mean and variance,
+   silently changing the "frozen" features. tlkit installs a forward pre-hook on each
+   frozen BN layer that puts it back into eval mode before every forward pass.
+
+Example:
+    >>> import tlkit
+    >>> m = tlkit.load_backbone("resnet18", pretrained=False, num_classes=2)
+    >>> tlkit.freeze(m, until="layer4")
+    >>> print(tlkit.trainable_summary(m))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .stages import Stage, get_stage, stages
+
+__all__ = ["freeze", "unfreeze", "is_frozen_bn", "trainable_summary", "TrainableSummary", "param_groups"]
+
+
+def _keep_eval(module: nn.Module, args) -> None:
+    """Forward pre-hook: a frozen BatchNorm layer always runs in eval mode."""
+    if getattr(module, "tlkit_frozen", False):
+        module.training = False
+
+
+def _set_bn_frozen(bn: nn.Module, frozen: bool) -> None:
+    if not getattr(bn, "tlkit_hooked", False):
+        bn.register_forward_pre_hook(_keep_eval)
+        bn.tlkit_hooked = True
+    bn.tlkit_frozen = frozen
+    if frozen:
+        bn.eval()
+
+
+def is_frozen_bn(module: nn.Module) -> bool:
+    """True for a BatchNorm layer that ``freeze`` keeps in eval mode."""
+    return isinstance(module, _BatchNorm) and getattr(module, "tlkit_frozen", False)
+
+
+def _modules_of(model: nn.Module, stage: Stage):
+    for path in stage.modules:
+        yield from model.get_submodule(path).modules()
+
+
+def freeze(model: nn.Module, until: str | None = None, *, include_head: bool = False) -> nn.Module:
+    """Freeze every stage before ``until``; everything from ``until`` on stays trainable.
+
+    Args:
+        model: a model whose stages tlkit knows (see :func:`tlkit.stages`).
+        until: first stage that stays trainable. ``None`` freezes the whole body (every
+            stage but the head): the "fixed feature extractor" set-up.
+        include_head: also freeze the head (the whole model becomes frozen).
+
+    Stages from ``until`` on are made trainable again, so calling ``freeze`` with a later
+    or earlier freeze point simply moves it. Returns the model.
+
+    >>> import tlkit
+    >>> m = tlkit.load_backbone("efficientnet_lite0", num_classes=2)
+    >>> _ = tlkit.freeze(m)          # train only the new head
+    >>> _ = tlkit.freeze(m, until="blocks.5")   # also fine-tune the last blocks
+    """
+    all_stages = stages(model)
+    stop = len(all_stages) - 1 if until is None else [s.name for s in all_stages].index(get_stage(model, until).name)
+    for i, stage in enumerate(all_stages):
+        frozen = i < stop or (include_head and stage.name == "head")
+        for module in _modules_of(model, stage):
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(not frozen)
+            if isinstance(module, _BatchNorm):
+                _set_bn_frozen(module, frozen)
+    return model
+
+
+def unfreeze(model: nn.Module) -> nn.Module:
+    """Make every parameter trainable and let every BatchNorm layer follow ``model.train()`` again."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and getattr(module, "tlkit_hooked", False):
+            module.tlkit_frozen = False
+            module.training = model.training
+    return model
+
+
+@dataclass
+class TrainableSummary:
+    """Per stage: parameters trainable and frozen, and how its BatchNorm layers behave.
+
+    ``rows`` holds ``(stage, params, trainable, frozen, bn)`` tuples. Prints as a text table;
+    shows as an HTML table in a notebook.
+    """
+
+    model_name: str
+    rows: list[tuple[str, int, int, int, str]]
+
+    @property
+    def trainable(self) -> int:
+        return sum(r[2] for r in self.rows)
+
+    @property
+    def frozen(self) -> int:
+        return sum(r[3] for r in self.rows)
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+    def stage(self, name: str) -> tuple[str, int, int, int, str]:
+        """The row of one stage."""
+        for row in self.rows:
+            if row[0] == name:
+                return row
+        raise KeyError(f"no stage {name!r}; stages: {[r[0] for r in self.rows]}")
+
+    def __str__(self) -> str:
+        header = ("stage", "params", "trainable", "frozen", "BatchNorm")
+        body = [(r[0], f"{r[1]:,}", f"{r[2]:,}", f"{r[3]:,}", r[4]) for r in self.rows]
+        body.append(("total", f"{self.total:,}", f"{self.trainable:,}", f"{self.frozen:,}", ""))
+        widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(5)]
+        line = lambda cells: "  ".join(str(c).ljust(w) if i in (0, 4) else str(c).rjust(w)  # noqa: E731
+                                       for i, (c, w) in enumerate(zip(cells, widths)))
+        rule = "  ".join("-" * w for w in widths)
+        return "\n".join([f"{self.model_name}: {self.trainable:,} of {self.total:,} parameters trainable",
+                          line(header), rule, *map(line, body[:-1]), rule, line(body[-1])])
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        cells = []
+        for name, n, t, f, bn in self.rows:
+            color = "#e8f4ea" if t and not f else ("#eeeeee" if f and not t else "#fff7e0")
+            cells.append(f"<tr style='background:{color}'><td>{html.escape(name)}</td><td>{n:,}</td>"
+                         f"<td>{t:,}</td><td>{f:,}</td><td>{html.escape(bn)}</td></tr>")
+        return (f"<p><b>{html.escape(self.model_name)}</b>: {self.trainable:,} of {self.total:,} parameters "
+                f"trainable</p><table><tr><th>stage</th><th>params</th><th>trainable</th><th>frozen</th>"
+                f"<th>BatchNorm</th></tr>{''.join(cells)}</table>")
+
+
+def trainable_summary(model: nn.Module) -> TrainableSummary:
+    """A per-stage table of trainable and frozen parameters and BatchNorm modes.
+
+    >>> import tlkit
+    >>> m = tlkit.freeze(tlkit.load_backbone("resnet18", pretrained=False))
+    >>> trainable_summary(m).stage("head")[2] == m.fc.weight.numel() + m.fc.bias.numel()
+    True
+    """
+    rows = []
+    for stage in stages(model):
+        params = [p for path in stage.modules for p in model.get_submodule(path).parameters()]
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        frozen = sum(p.numel() for p in params if not p.requires_grad)
+        bns = [m for path in stage.modules for m in model.get_submodule(path).modules() if isinstance(m, _BatchNorm)]
+        n_frozen_bn = sum(is_frozen_bn(m) for m in bns)
+        if not bns:
+            bn = "-"
+        elif n_frozen_bn == len(bns):
+            bn = "eval (frozen stats)"
+        elif n_frozen_bn == 0:
+            bn = "follows train()"
+        else:
+            bn = f"{n_frozen_bn}/{len(bns)} frozen"
+        rows.append((stage.name, trainable + frozen, trainable, frozen, bn))
+    name = getattr(getattr(model, "tlkit_backbone", None), "name", type(model).__name__)
+    return TrainableSummary(name, rows)
+
+
+def param_groups(model: nn.Module, lr: float, *, body_lr: float | None = None, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer parameter groups for discriminative fine-tuning.
+
+    The head trains at ``lr``. Trainable body stages get learning rates spaced
+    geometrically from ``body_lr`` (the earliest trainable stage; default ``lr / 10``)
+    up towards ``lr``: earlier, more general stages move less. Frozen parameters are left
+    out, so the optimizer holds exactly the trainable ones. Each group carries its stage
+    name under ``"name"``.
+
+    >>> import torch, tlkit
+    >>> m = tlkit.freeze(tlkit.load_backbone("resnet18", pretrained=False), until="layer3")
+    >>> groups = param_groups(m, lr=1e-3)
+    >>> [(g["name"], round(g["lr"], 6)) for g in groups]
+    [('layer3', 0.0001), ('layer4', 0.000316), ('head', 0.001)]
+    >>> opt = torch.optim.AdamW(groups)
+    """
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    body_lr = lr / 10 if body_lr is None else body_lr
+    groups = []
+    for stage in stages(model):
+        params = [p for path in stage.modules for p in model.get_submodule(path).parameters() if p.requires_grad]
+        if params:
+            groups.append({"name": stage.name, "params": params, "weight_decay": weight_decay})
+    if not groups:
+        raise ValueError("every parameter is frozen: there is nothing to optimise. Call tlkit.freeze(model) "
+                         "without include_head=True, or tlkit.unfreeze(model).")
+    body = [g for g in groups if g["name"] != "head"]
+    for i, group in enumerate(body):
+        group["lr"] = body_lr * (lr / body_lr) ** (i / len(body)) if len(body) else lr
+    for group in groups:
+        group.setdefault("lr", lr)
+    return groups
