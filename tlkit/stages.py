@@ -62,12 +62,19 @@ def _resnet(model: nn.Module):
     return out
 
 
-def _conv_blocks(features: nn.Sequential, prefix: str):
-    """Split a VGG/AlexNet ``features`` Sequential into conv1..convN at each max-pool."""
+def _conv_blocks(features: nn.Sequential, prefix: str, per_conv: bool):
+    """Split a VGG/AlexNet ``features`` Sequential into conv1..convN.
+
+    VGG's blocks end at each max-pool (conv1_1, conv1_2, pool -> "conv1"); AlexNet's five
+    convolutions are its five stages, so there a block starts at every ``Conv2d``.
+    """
     blocks, current = [], []
     for i, layer in enumerate(features):
+        if per_conv and isinstance(layer, nn.Conv2d) and current:
+            blocks.append(current)
+            current = []
         current.append(f"{prefix}.{i}")
-        if isinstance(layer, nn.MaxPool2d):
+        if not per_conv and isinstance(layer, nn.MaxPool2d):
             blocks.append(current)
             current = []
     if current:
@@ -76,7 +83,7 @@ def _conv_blocks(features: nn.Sequential, prefix: str):
 
 
 def _vgg_like(model: nn.Module):
-    out = _conv_blocks(model.features, "features")
+    out = _conv_blocks(model.features, "features", per_conv=type(model).__name__ == "AlexNet")
     linears = [i for i, layer in enumerate(model.classifier) if isinstance(layer, nn.Linear)]
     hidden = tuple(f"classifier.{i}" for i in linears[:-1])
     if hidden:
