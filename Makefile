@@ -13,7 +13,7 @@ export TLKIT_MIRROR ?= $(SHARED)
 endif
 PYTEST_ARGS ?=
 
-.PHONY: lab test install test-package test-notebooks browser doctor bench clean
+.PHONY: lab student test install browser doctor bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,13 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/jupyter kernelspec list >/dev/null
 	@touch $(STAMP)
 
-lab: install
+# Learners work in the student versions (course/release/<lesson>/), generated from the
+# nbgrader source notebooks in course/source/ (which hold the solutions).
+student: install
+	@cd course && for d in source/*/; do a=$$(basename $$d); \
+	  ../$(VENV)/bin/nbgrader generate_assignment "$$a" --force --log-level=WARN || exit 1; done
+
+lab: student
 	$(VENV)/bin/tlkit doctor --no-network || true
 	$(VENV)/bin/jupyter lab course/
 
@@ -36,8 +42,9 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "note: chromium not installed; the browser test will be skipped"
 
+# Package tests, then every lesson notebook (with solutions) executed by nbval.
 test: install browser
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests course/source --nbval-lax --nbval-cell-timeout=900 $(PYTEST_ARGS)
 
 doctor: install
 	$(VENV)/bin/tlkit doctor

@@ -67,6 +67,7 @@ def test_doctor_reports_versions_device_backbones_and_caches(tmp_path, monkeypat
     assert "efficientnet_lite0" in report and "bundled" in report
     assert "resnet18" in report and "needs download" in report
     assert str(tmp_path / "cache") in report
+    assert "hymenoptera" in report and "digits" in report and "bundled" in report.split("datasets:")[1]
 
 
 def test_doctor_command_line_runs():

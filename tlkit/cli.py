@@ -45,6 +45,11 @@ def doctor(network: bool = True) -> str:
         where = info.weights_path or ""
         lines.append(f"  {name:<20} {status:<16} {where}")
     lines.append("  timm:<name>          any timm model, through timm's own download and cache")
+    from . import datasets
+
+    lines.append("datasets:")
+    for name in datasets.list_datasets():
+        lines.append(f"  {name:<20} {datasets.status(name)}")
     lines.append(f"data cache:     {cache_dir('data')}  (TLKIT_DATA)")
     lines.append(f"feature cache:  {cache_dir('features')}  (TLKIT_CACHE)")
     lines.append(f"weights cache:  {torch.hub.get_dir()}/checkpoints  (TORCH_HOME)")

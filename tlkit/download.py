@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import urllib.error
@@ -146,7 +147,7 @@ def fetch(
                         raise OSError(f"checksum mismatch: expected {sha256 or sha256_prefix + '...'}, got {actual}")
                 os.replace(part, dest)
                 return dest
-            except (OSError, urllib.error.URLError, ValueError) as exc:
+            except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
                 part.unlink(missing_ok=True)
                 reason = getattr(exc, "reason", None) or exc
                 failures.append(f"  - {source} (try {attempt}): {reason}")
