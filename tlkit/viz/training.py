@@ -86,6 +86,10 @@ def history(h_or_list, *, title: str | None = None) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        n_epochs = max((len(c["train_loss"]) or len(c["val_loss"]) for c in data.values()), default=1)
+        ax.set_xlim(0.5, max(n_epochs, 1) + 0.5)
+        if n_epochs <= 12:  # few epochs: one tick per epoch (one epoch still shows a tick labelled 1)
+            ax.set_xticks(range(1, n_epochs + 1))
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colors(i % 10), label=label) for i, (label, _) in enumerate(runs)]
     handles += [Line2D([], [], color="0.35", ls="-", label="training"),
