@@ -26,6 +26,14 @@ from .devices import default_device
 from .download import DownloadError
 from .freeze import freeze, param_groups, trainable_summary, unfreeze
 from .stages import Stage, get_stage, num_features, stages
+from . import viz
+from . import datasets
+from . import advisor
+from . import transferability
+from . import widgets
+from . import grading
+from .train import History, LRFinderResult, evaluate, fit, lr_find, predict
+from .features import Features, ProbeResult, extract_features, linear_probe, train_head
 
 __all__ = [
     "DEFAULT_BACKBONE", "Backbone", "Preprocessing", "WeightsUnavailableError", "DownloadError", "Stage",
@@ -33,3 +41,5 @@ __all__ = [
     "load_backbone", "num_features", "param_groups", "preprocess", "replace_head", "stages",
     "trainable_summary", "unfreeze",
 ]
+__all__ += ["History", "LRFinderResult", "evaluate", "fit", "lr_find", "predict",
+            "Features", "ProbeResult", "extract_features", "linear_probe", "train_head"]
