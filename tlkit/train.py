@@ -541,3 +541,10 @@ def clear_cache() -> None:
     from . import features
 
     features.clear_memory_cache()
+
+
+# Feature extraction lives in tlkit/features.py; the lessons reach it as ``train.extract_features``
+# too, since training a head on extracted features is one of the ways to train.
+from .features import Features, ProbeResult, extract_features, linear_probe, train_head  # noqa: E402
+
+__all__ += ["Features", "ProbeResult", "extract_features", "linear_probe", "train_head"]
