@@ -25,10 +25,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Learners work in the student versions (course/release/<lesson>/), generated from the
-# nbgrader source notebooks in course/source/ (which hold the solutions).
+# nbgrader source notebooks in course/source/ (which hold the solutions). An existing
+# release/<lesson> is never regenerated, so a learner's work is never overwritten.
 student: install
 	@cd course && for d in source/*/; do a=$$(basename $$d); \
-	  ../$(VENV)/bin/nbgrader generate_assignment "$$a" --force --log-level=WARN || exit 1; done
+	  if [ -d "release/$$a" ]; then continue; fi; \
+	  PATH="$(abspath $(VENV))/bin:$$PATH" ../$(VENV)/bin/nbgrader generate_assignment "$$a" --log-level=WARN || exit 1; done
 
 lab: student
 	$(VENV)/bin/tlkit doctor --no-network || true
