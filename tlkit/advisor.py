@@ -924,7 +924,10 @@ class RaceResult:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
         for e in self.entries:
             acc = e.history.val_acc
-            ax1.plot(range(1, len(acc) + 1), acc, "o-", ms=3, label=e.strategy)
+            if len(acc) == 1:  # a converged linear probe: one number, drawn across the budget
+                ax1.plot([1, max(self.budget, 2)], acc * 2, "--", label=f"{e.strategy} (probe)")
+            else:
+                ax1.plot(range(1, len(acc) + 1), acc, "o-", ms=3, label=e.strategy)
             ax2.scatter([e.seconds], [e.val_acc], s=60)
             ax2.annotate(e.strategy, (e.seconds, e.val_acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
         ax1.set_xlabel("epoch")
@@ -985,7 +988,7 @@ def _race_plan(strategy: str, names: Sequence[str], advice: Advice) -> tuple[str
 
 def race(backbone: str | nn.Module, dataset, val=None,
          strategies: Sequence[str] = ("feature_extraction", "fine_tune_top", "fine_tune_all"), budget: int = 3, *,
-         advice: Advice | None = None, head_epochs: int = 25, lr: float = _HEAD_LR, augment: str = "light",
+         advice: Advice | None = None, C: float = 1.0, lr: float = _HEAD_LR, augment: str = "light",
          batch_size: int = 32, seed: int = 0, device=None, progress: bool = True) -> RaceResult:
     """Run candidate strategies for the same budget and report which actually won.
 
@@ -997,9 +1000,10 @@ def race(backbone: str | nn.Module, dataset, val=None,
         budget: epochs of fine-tuning for every fine-tuning strategy.
         advice: the recommendation to check (default: ``recommend(backbone, dataset, val)``);
             its freeze point and feature stage are used for its own strategy.
-        head_epochs: epochs of the linear head for feature strategies. Their features are
-            computed once (one forward pass, cached), so an epoch costs milliseconds; the
-            time column shows what each strategy really cost.
+        C: inverse L2 strength of the linear classifier of the feature strategies. They run
+            ``tlkit.linear_probe`` (standardised features, logistic regression trained to
+            convergence: the same classifier ``measure`` uses) on features computed once, so
+            they cost one forward pass; the time column shows what each strategy really cost.
         lr: head learning rate; fine-tuned body stages get ``lr / 10`` (``retrain_all``: ``lr``).
         augment: augmentation preset for the fine-tuning strategies.
 
@@ -1012,10 +1016,12 @@ def race(backbone: str | nn.Module, dataset, val=None,
     """
     import copy
 
-    from .backbones import load_backbone, replace_head
-    from .features import train_head
+    from sklearn.metrics import log_loss
+
+    from .backbones import replace_head
+    from .features import linear_probe
     from .freeze import freeze, param_groups, unfreeze
-    from .train import fit
+    from .train import History, fit
 
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
@@ -1039,9 +1045,13 @@ def race(backbone: str | nn.Module, dataset, val=None,
         if strategy in ("feature_extraction", "early_features"):
             stage = _race_plan(strategy, names, advice)[1]
             ftr, fva = (_stage_or_penultimate(base, ds, stage, device, progress) for ds in (dataset, val))
-            history = train_head(ftr, fva, epochs=head_epochs, lr=10 * lr, seed=seed, label=label)
+            probe = linear_probe(ftr, fva, C=C)
+            labels = list(range(n_classes))
+            losses = [log_loss(f.y.numpy(), probe.model.predict_proba(f.x.numpy()), labels=labels) for f in (ftr, fva)]
+            history = History(label=f"{label} (linear probe)", train_loss=[losses[0]], train_acc=[probe.train_accuracy],
+                              val_loss=[losses[1]], val_acc=[probe.accuracy], epoch_time=[time.perf_counter() - start])
             trainable = (ftr.x.shape[1] + 1) * n_classes
-            setting = (f"linear head on {stage or 'penultimate'} features, {head_epochs} epochs on cached features")
+            setting = f"logistic regression on {stage or 'penultimate'} features (C={C:g}), trained to convergence"
         else:
             model = replace_head(copy.deepcopy(base), n_classes)
             unfreeze(model)
