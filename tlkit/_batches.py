@@ -36,6 +36,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ._progress import Progress
 from .backbones import Preprocessing
+from .datasets import PRESET_SETTINGS
 
 __all__ = ["Batches", "BatchAugment", "AUGMENTS", "cached_images", "clear_image_cache", "FAST_PATH_MAX_BYTES"]
 
@@ -229,14 +230,16 @@ class BatchAugment:
         return x
 
 
-AUGMENTS = {
-    "none": BatchAugment(),
-    "light": BatchAugment(scale=(0.7, 1.0), flip=True),
-    "standard": BatchAugment(scale=(0.35, 1.0), flip=True, degrees=10, brightness=0.2, contrast=0.2,
-                             saturation=0.2, hue=0.02),
-    "strong": BatchAugment(scale=(0.1, 1.0), flip=True, degrees=25, brightness=0.4, contrast=0.4,
-                           saturation=0.4, hue=0.1, grayscale=0.1),
-}
+def _batch_augment(p: dict) -> BatchAugment:
+    """A ``BatchAugment`` from one entry of ``tlkit.datasets.PRESET_SETTINGS``."""
+    crop = p.get("crop_scale", 1.0)
+    return BatchAugment(scale=(crop, 1.0) if crop < 1.0 else None, flip=p.get("hflip", 0.0) > 0,
+                        degrees=p.get("rotation", 0.0), brightness=p.get("brightness", 0.0),
+                        contrast=p.get("contrast", 0.0), saturation=p.get("saturation", 0.0),
+                        hue=p.get("hue", 0.0), grayscale=p.get("grayscale", 0.0))
+
+
+AUGMENTS = {name: _batch_augment(p) for name, p in PRESET_SETTINGS.items()}
 """The presets of ``tlkit.datasets.augmentation`` (same ranges), done on batches on the device."""
 
 

@@ -51,7 +51,7 @@ from .backbones import backbone_info, preprocess
 from .download import DownloadError, cache_dir, fetch, mirror
 
 __all__ = [
-    "DatasetInfo", "DATASETS", "ImageDataset", "DatasetError", "PRESETS",
+    "DatasetInfo", "DATASETS", "ImageDataset", "DatasetError", "PRESETS", "PRESET_SETTINGS",
     "list_datasets", "info", "register", "status", "load", "subset",
     "augmentation", "train_transform", "eval_transform", "Augmentation",
 ]
@@ -856,6 +856,19 @@ PRESETS = {
 }
 """Augmentation presets and what each does."""
 
+PRESET_SETTINGS: dict[str, dict[str, float]] = {
+    "none": {},
+    "light": {"crop_scale": 0.7, "hflip": 0.5},
+    "standard": {"crop_scale": 0.35, "hflip": 0.5, "rotation": 10, "brightness": 0.2, "contrast": 0.2,
+                 "saturation": 0.2, "hue": 0.02},
+    "strong": {"crop_scale": 0.1, "hflip": 0.5, "rotation": 25, "brightness": 0.4, "contrast": 0.4,
+               "saturation": 0.4, "hue": 0.1, "grayscale": 0.1},
+}
+"""The numbers behind each preset, the one place they are written: ``augmentation`` here, the
+batched GPU version in ``tlkit/_batches.py`` and the augmentation widget all read them.
+``crop_scale``: smallest random-crop area (1.0: no random crop); ``hflip``/``grayscale``:
+probabilities; ``rotation``: degrees either way; the rest are ``ColorJitter`` strengths."""
+
 
 class Augmentation(v2.Compose):
     """A ``v2.Compose`` that draws fresh random parameters for every image of a batch.
@@ -897,22 +910,20 @@ def augmentation(preset: str | Callable | None = "standard", size: int = 224, *,
         raise ValueError(f"Unknown augmentation preset {preset!r}. Presets: "
                          + "; ".join(f"{k!r} ({v})" for k, v in PRESETS.items()))
     mode = InterpolationMode(interpolation)
-    if preset == "none":
+    p = PRESET_SETTINGS[preset]
+    if p.get("crop_scale", 1.0) < 1.0:
+        ops = [v2.RandomResizedCrop(size, scale=(p["crop_scale"], 1.0), interpolation=mode, antialias=True)]
+    else:
         ops = [v2.Resize(resize or round(size * 8 / 7), interpolation=mode, antialias=True), v2.CenterCrop(size)]
-    elif preset == "light":
-        ops = [v2.RandomResizedCrop(size, scale=(0.7, 1.0), interpolation=mode, antialias=True),
-               v2.RandomHorizontalFlip()]
-    elif preset == "standard":
-        ops = [v2.RandomResizedCrop(size, scale=(0.35, 1.0), interpolation=mode, antialias=True),
-               v2.RandomHorizontalFlip(),
-               v2.RandomRotation(10, interpolation=InterpolationMode.BILINEAR),
-               v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)]
-    else:  # strong
-        ops = [v2.RandomResizedCrop(size, scale=(0.1, 1.0), interpolation=mode, antialias=True),
-               v2.RandomHorizontalFlip(),
-               v2.RandomRotation(25, interpolation=InterpolationMode.BILINEAR),
-               v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
-               v2.RandomGrayscale(p=0.1)]
+    if p.get("hflip"):
+        ops.append(v2.RandomHorizontalFlip(p=p["hflip"]))
+    if p.get("rotation"):
+        ops.append(v2.RandomRotation(p["rotation"], interpolation=InterpolationMode.BILINEAR))
+    jitter = {k: p[k] for k in ("brightness", "contrast", "saturation", "hue") if p.get(k)}
+    if jitter:
+        ops.append(v2.ColorJitter(**jitter))
+    if p.get("grayscale"):
+        ops.append(v2.RandomGrayscale(p=p["grayscale"]))
     return Augmentation(ops)
 
 

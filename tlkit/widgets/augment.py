@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode, v2
 
 from ._base import _block, _display, _pil_png
+from ..datasets import PRESET_SETTINGS
 
 __all__ = ["AugmentationExplorer", "AugmentationSettings", "augmentation_explorer"]
 
@@ -54,14 +55,7 @@ class AugmentationSettings:
     blur: float = 0.0
     interpolation: str = "bilinear"
 
-    PRESETS = {
-        "none": {},
-        "light": {"crop_scale": 0.7, "hflip": 0.5},
-        "standard": {"crop_scale": 0.35, "hflip": 0.5, "rotation": 10, "brightness": 0.2, "contrast": 0.2,
-                     "saturation": 0.2, "hue": 0.02},
-        "strong": {"crop_scale": 0.1, "hflip": 0.5, "rotation": 25, "brightness": 0.4, "contrast": 0.4,
-                   "saturation": 0.4, "hue": 0.1, "grayscale": 0.1},
-    }
+    PRESETS = PRESET_SETTINGS
     """The presets of ``tlkit.datasets.augmentation``, as settings (a test keeps them equal)."""
 
     @classmethod
