@@ -483,3 +483,14 @@ def test_lr_on_a_real_lr_finder_result():
     assert result.lrs[0] <= low < result.suggestion < high <= result.lrs[-1]
     _fails(grading.check_lr, high, result, match="already at its lowest")
     _fails(grading.check_lr, low * 0.9, result, match="hardly started to fall|outside the range")
+
+
+def test_claim_prints_the_evidence_when_it_holds(capsys):
+    grading.check_claim(0.9 > 0.5, "the probe beats scratch", "90% vs 50%")
+    assert capsys.readouterr().out.strip() == "✓ shown on this run: the probe beats scratch (90% vs 50%)"
+
+
+def test_claim_that_does_not_hold_raises_with_claim_evidence_and_what_to_do():
+    with pytest.raises(grading.ClaimNotShown, match=r"not shown on this run: the probe beats scratch \(40% vs 50%\)") as info:
+        grading.check_claim(0.4 > 0.5, "the probe beats scratch", "40% vs 50%")
+    assert "SEED" in str(info.value) and isinstance(info.value, AssertionError)

@@ -52,6 +52,8 @@ __all__ = [
     "check_features",
     "check_lr",
     "lr_range",
+    "ClaimNotShown",
+    "check_claim",
 ]
 
 _BLANKS = (None, NotImplemented, Ellipsis)
@@ -59,6 +61,32 @@ _BLANKS = (None, NotImplemented, Ellipsis)
 
 class CheckFailed(AssertionError):
     """An exercise check failed; the message says what is wrong (nbgrader counts it as a failed test)."""
+
+
+class ClaimNotShown(AssertionError):
+    """A lesson's experiment did not show what the lesson's text says it shows (see :func:`check_claim`)."""
+
+
+def check_claim(holds: bool, claim: str, evidence: str = "") -> None:
+    """State a lesson's claim next to the experiment that shows it, and check it on this run.
+
+    Lessons say things like "the linear probe beats training from scratch". Right after the
+    experiment, ``check_claim`` prints the claim with the measured ``evidence`` (the numbers
+    and the margin), or raises :class:`ClaimNotShown` when this run did not show it, so that
+    neither a learner nor the course's tests can read a story the numbers do not tell.
+
+    >>> check_claim(0.92 > 0.55, "the linear probe beats training from scratch", "92% vs 55%")
+    ✓ shown on this run: the linear probe beats training from scratch (92% vs 55%)
+    """
+    __tracebackhide__ = True
+    detail = f" ({evidence})" if evidence else ""
+    if not bool(holds):
+        raise ClaimNotShown(
+            f"not shown on this run: {claim}{detail}. The lesson's text says this is what happens, and it was "
+            "checked with several seeds, but this run did not show it. Results depend on the seed and on which "
+            "images were drawn: if you changed SEED or the settings, that may be a real finding (say so in your "
+            "answers); otherwise re-run the lesson from the top and tell your instructor.")
+    _ok(f"shown on this run: {claim}{detail}")
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Time every lesson notebook of the course, the way a learner (and CI) runs it, and collect its claims.
+
+Each lesson's source notebook (with solutions) is executed top to bottom by nbclient in its own
+folder, one at a time, on whatever device `tlkit.default_device()` picks. By default every lesson
+starts from empty data and feature caches (temporary folders), as on a learner's first run and in
+CI; `--warm` keeps the usual caches instead. Prints one line per lesson and a Markdown table for
+course/README.md.
+
+Lessons state their claims with `tlkit.grading.check_claim` ("feature extraction beats training
+from scratch", with the measured margin). `--seeds 0 1 2` runs every lesson once per seed (the
+lesson's `SEED = 0` line is set to each seed in turn, nothing else changes) and prints every
+claim's evidence per seed: the check that the story holds across seeds, not just for seed 0.
+
+Example (from the repository root):
+
+    TLKIT_MIRROR=../shared/datasets .venv/bin/python bench/course_times.py
+    .venv/bin/python bench/course_times.py 03-fine-tuning 05-learning-rates --warm
+    .venv/bin/python bench/course_times.py --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "course" / "source"
+
+
+SEED_LINE = re.compile(r"^SEED = \d+", re.MULTILINE)
+
+
+def set_seed(nb: nbformat.NotebookNode, seed: int) -> bool:
+    """Set the lesson's ``SEED = ...`` line to ``seed``; False if the lesson has none."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and SEED_LINE.search(cell.source):
+            cell.source = SEED_LINE.sub(f"SEED = {seed}", cell.source, count=1)
+            return True
+    return False
+
+
+def claims_and_errors(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
+    """The claim lines (``✓ shown on this run: ...``) and the errors in an executed notebook."""
+    claims, errors = [], []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                claims += [line[2:] for line in out.get("text", "").splitlines() if line.startswith("✓ shown on this run")]
+            elif out.get("output_type") == "error":
+                value = out.get("evalue", "")
+                if out.get("ename") == "ClaimNotShown":
+                    claims.append("✗ " + value.split(". The lesson's text")[0])
+                else:
+                    errors.append(f"{out.get('ename')}: {value[:200]}")
+    return claims, errors
+
+
+def run_lesson(lesson: str, warm: bool, timeout: int, seed: int | None = None,
+               save: Path | None = None) -> tuple[float, str, list[str]]:
+    """Execute one lesson notebook; return (seconds, "ok" or what failed, the claims it printed)."""
+    path = SOURCE / lesson / f"{lesson}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    if seed is not None and not set_seed(nb, seed):
+        return 0.0, "no SEED line: not run", []
+    with tempfile.TemporaryDirectory(prefix=f"tlkit-{lesson}-") as tmp:
+        saved = {k: os.environ.get(k) for k in ("TLKIT_CACHE", "TLKIT_DATA")}
+        if not warm:
+            os.environ["TLKIT_CACHE"] = str(Path(tmp) / "features")
+            os.environ["TLKIT_DATA"] = str(Path(tmp) / "data")
+        # allow_errors: a claim that does not hold is reported, and the claims after it still run
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                                resources={"metadata": {"path": str(path.parent)}})
+        start = time.perf_counter()
+        try:
+            client.execute()
+            claims, errors = claims_and_errors(nb)
+            failed = [c for c in claims if c.startswith("✗")]
+            status = "ok" if not errors and not failed else "FAILED: " + "; ".join(errors + failed)[:300]
+        except Exception as exc:  # a timeout or a dead kernel: report and go on with the next lesson
+            claims, status = [], f"FAILED: {str(exc).strip().splitlines()[-1][:200]}"
+        finally:
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, save / (lesson + ("" if seed is None else f"-seed{seed}") + ".ipynb"))
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return time.perf_counter() - start, status, claims
+
+
+def device_line() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), {os.cpu_count()} CPU cores"
+    return f"CPU only: {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lessons", nargs="*", help="lesson folders (default: all in course/source)")
+    parser.add_argument("--warm", action="store_true", help="keep the usual data and feature caches")
+    parser.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
+    parser.add_argument("--seeds", type=int, nargs="+", help="run each lesson once per seed (its SEED line)")
+    parser.add_argument("--claims", action="store_true", help="print each lesson's claims and their evidence")
+    parser.add_argument("--save", type=Path, help="write the executed notebooks (with outputs) into this folder")
+    args = parser.parse_args(argv)
+    lessons = args.lessons or sorted(p.name for p in SOURCE.iterdir() if (p / f"{p.name}.ipynb").exists())
+    print(f"device: {device_line()}; caches: {'warm' if args.warm else 'empty (first run)'}", flush=True)
+    rows = []
+    for seed in args.seeds or [None]:
+        for lesson in lessons:
+            seconds, status, claims = run_lesson(lesson, args.warm, args.timeout, seed, args.save)
+            rows.append((lesson, seed, seconds, status))
+            tag = "" if seed is None else f" seed {seed}"
+            print(f"{lesson + tag:36s} {seconds:7.1f} s  {status}", flush=True)
+            if args.claims or args.seeds:
+                for claim in claims:
+                    print(f"    {claim}", flush=True)
+    print("\n| lesson | seed | wall time | status |\n|---|---|---|---|")
+    for lesson, seed, seconds, status in rows:
+        print(f"| {lesson} | {'' if seed is None else seed} | {int(seconds // 60)} min {seconds % 60:04.1f} s | {status} |")
+    print(f"| total | | {sum(r[2] for r in rows) / 60:.1f} min | |")
+    return 0 if all(r[3] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
