@@ -1,0 +1,38 @@
+"""bench/course_times.py: the seed override and the claim collection it relies on."""
+import importlib.util
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("course_times", ROOT / "bench" / "course_times.py")
+course_times = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(course_times)
+
+
+def _nb(*sources):
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+
+
+def test_set_seed_changes_only_the_lessons_seed_line():
+    nb = _nb("import tlkit", "SEED = 0            # comment stays\nSEEDS = [SEED]\nsubset(seed=0)")
+    assert course_times.set_seed(nb, 2)
+    assert nb.cells[1].source == "SEED = 2            # comment stays\nSEEDS = [SEED]\nsubset(seed=0)"
+    assert not course_times.set_seed(_nb("x = 1"), 2)
+
+
+def test_every_lesson_has_a_seed_line():
+    for path in sorted((ROOT / "course" / "source").glob("*/*.ipynb")):
+        assert course_times.set_seed(nbformat.read(path, as_version=4), 1), f"{path.name} has no 'SEED = ...' line"
+
+
+def test_claims_and_errors_are_read_from_the_outputs():
+    nb = _nb("a", "b", "c")
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                                  text="x\n✓ shown on this run: probe beats scratch (90% vs 50%)\n")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ClaimNotShown", traceback=[],
+                                                  evalue="not shown on this run: b wins (1 vs 2). The lesson's text says")]
+    nb.cells[2].outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'x' is not defined", traceback=[])]
+    claims, errors = course_times.claims_and_errors(nb)
+    assert claims == ["shown on this run: probe beats scratch (90% vs 50%)", "✗ not shown on this run: b wins (1 vs 2)"]
+    assert errors == ["NameError: name 'x' is not defined"]
