@@ -16,6 +16,7 @@ Example (from the repository root):
     TLKIT_MIRROR=../shared/datasets .venv/bin/python bench/course_times.py
     .venv/bin/python bench/course_times.py 03-fine-tuning 05-learning-rates --warm
     .venv/bin/python bench/course_times.py --seeds 0 1 2
+    .venv/bin/python bench/course_times.py --gpu-settings   # the GPU settings, here (slow on a CPU)
 """
 from __future__ import annotations
 
@@ -47,6 +48,18 @@ def set_seed(nb: nbformat.NotebookNode, seed: int) -> bool:
     return False
 
 
+GPU_LINE = 'GPU = device.type == "cuda"'
+
+
+def force_gpu_settings(nb: nbformat.NotebookNode) -> bool:
+    """Make the lesson choose its GPU settings on whatever device runs it; False if it has no GPU switch."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and GPU_LINE in cell.source:
+            cell.source = cell.source.replace(GPU_LINE, "GPU = True  # course_times.py --gpu-settings", 1)
+            return True
+    return False
+
+
 def claims_and_errors(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     """The claim lines (``✓ shown on this run: ...``) and the errors in an executed notebook."""
     claims, errors = [], []
@@ -64,12 +77,14 @@ def claims_and_errors(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
 
 
 def run_lesson(lesson: str, warm: bool, timeout: int, seed: int | None = None,
-               save: Path | None = None) -> tuple[float, str, list[str]]:
+               save: Path | None = None, gpu_settings: bool = False) -> tuple[float, str, list[str]]:
     """Execute one lesson notebook; return (seconds, "ok" or what failed, the claims it printed)."""
     path = SOURCE / lesson / f"{lesson}.ipynb"
     nb = nbformat.read(path, as_version=4)
     if seed is not None and not set_seed(nb, seed):
         return 0.0, "no SEED line: not run", []
+    if gpu_settings and not force_gpu_settings(nb):
+        return 0.0, "no GPU switch: not run", []
     with tempfile.TemporaryDirectory(prefix=f"tlkit-{lesson}-") as tmp:
         saved = {k: os.environ.get(k) for k in ("TLKIT_CACHE", "TLKIT_DATA")}
         if not warm:
@@ -113,14 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
     parser.add_argument("--seeds", type=int, nargs="+", help="run each lesson once per seed (its SEED line)")
     parser.add_argument("--claims", action="store_true", help="print each lesson's claims and their evidence")
+    parser.add_argument("--gpu-settings", action="store_true",
+                        help="run the lessons' GPU settings even without a GPU (to check their code and claims)")
     parser.add_argument("--save", type=Path, help="write the executed notebooks (with outputs) into this folder")
     args = parser.parse_args(argv)
     lessons = args.lessons or sorted(p.name for p in SOURCE.iterdir() if (p / f"{p.name}.ipynb").exists())
-    print(f"device: {device_line()}; caches: {'warm' if args.warm else 'empty (first run)'}", flush=True)
+    print(f"device: {device_line()}; caches: {'warm' if args.warm else 'empty (first run)'}"
+          + ("; the lessons' GPU settings" if args.gpu_settings else ""), flush=True)
     rows = []
     for seed in args.seeds or [None]:
         for lesson in lessons:
-            seconds, status, claims = run_lesson(lesson, args.warm, args.timeout, seed, args.save)
+            seconds, status, claims = run_lesson(lesson, args.warm, args.timeout, seed, args.save, args.gpu_settings)
             rows.append((lesson, seed, seconds, status))
             tag = "" if seed is None else f" seed {seed}"
             print(f"{lesson + tag:36s} {seconds:7.1f} s  {status}", flush=True)

@@ -36,3 +36,10 @@ def test_claims_and_errors_are_read_from_the_outputs():
     claims, errors = course_times.claims_and_errors(nb)
     assert claims == ["shown on this run: probe beats scratch (90% vs 50%)", "✗ not shown on this run: b wins (1 vs 2)"]
     assert errors == ["NameError: name 'x' is not defined"]
+
+
+def test_gpu_settings_switch_is_found_in_every_lesson():
+    nb = _nb('device, why = tlkit.default_device()\nGPU = device.type == "cuda"')
+    assert course_times.force_gpu_settings(nb) and nb.cells[0].source.endswith("GPU = True  # course_times.py --gpu-settings")
+    for path in sorted((ROOT / "course" / "source").glob("*/*.ipynb")):
+        assert course_times.force_gpu_settings(nbformat.read(path, as_version=4)), f"{path.name} has no GPU switch"
