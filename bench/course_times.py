@@ -32,6 +32,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from tlkit.grading import CLAIM_SHOWN
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "course" / "source"
 
@@ -66,11 +68,11 @@ def claims_and_errors(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
-                claims += [line[2:] for line in out.get("text", "").splitlines() if line.startswith("✓ shown on this run")]
+                claims += [line[2:] for line in out.get("text", "").splitlines() if line.startswith(CLAIM_SHOWN)]
             elif out.get("output_type") == "error":
                 value = out.get("evalue", "")
                 if out.get("ename") == "ClaimNotShown":
-                    claims.append("✗ " + value.split(". The lesson's text")[0])
+                    claims.append("✗ " + value.splitlines()[0].rstrip("."))
                 else:
                     errors.append(f"{out.get('ename')}: {value[:200]}")
     return claims, errors

@@ -31,7 +31,7 @@ def test_claims_and_errors_are_read_from_the_outputs():
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout",
                                                   text="x\n✓ shown on this run: probe beats scratch (90% vs 50%)\n")]
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ClaimNotShown", traceback=[],
-                                                  evalue="not shown on this run: b wins (1 vs 2). The lesson's text says")]
+                                                  evalue="not shown on this run: b wins (1 vs 2).\nThe lesson's text says")]
     nb.cells[2].outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'x' is not defined", traceback=[])]
     claims, errors = course_times.claims_and_errors(nb)
     assert claims == ["shown on this run: probe beats scratch (90% vs 50%)", "✗ not shown on this run: b wins (1 vs 2)"]
@@ -43,3 +43,17 @@ def test_gpu_settings_switch_is_found_in_every_lesson():
     assert course_times.force_gpu_settings(nb) and nb.cells[0].source.endswith("GPU = True  # course_times.py --gpu-settings")
     for path in sorted((ROOT / "course" / "source").glob("*/*.ipynb")):
         assert course_times.force_gpu_settings(nbformat.read(path, as_version=4)), f"{path.name} has no GPU switch"
+
+
+def test_claims_are_read_from_what_check_claim_really_prints(capsys):
+    import pytest
+    from tlkit import grading
+
+    grading.check_claim(True, "a wins", "3 vs 1")
+    nb = _nb("a", "b")
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=capsys.readouterr().out)]
+    with pytest.raises(grading.ClaimNotShown) as info:
+        grading.check_claim(False, "b wins", "1 vs 2")
+    nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ClaimNotShown", evalue=str(info.value), traceback=[])]
+    assert course_times.claims_and_errors(nb) == (["shown on this run: a wins (3 vs 1)",
+                                                    "✗ not shown on this run: b wins (1 vs 2)"], [])

@@ -54,6 +54,7 @@ __all__ = [
     "lr_range",
     "ClaimNotShown",
     "check_claim",
+    "CLAIM_SHOWN",
 ]
 
 _BLANKS = (None, NotImplemented, Ellipsis)
@@ -61,6 +62,10 @@ _BLANKS = (None, NotImplemented, Ellipsis)
 
 class CheckFailed(AssertionError):
     """An exercise check failed; the message says what is wrong (nbgrader counts it as a failed test)."""
+
+
+CLAIM_SHOWN = "✓ shown on this run: "
+"""How :func:`check_claim` starts the line it prints (tools such as bench/course_times.py read it)."""
 
 
 class ClaimNotShown(AssertionError):
@@ -82,11 +87,11 @@ def check_claim(holds: bool, claim: str, evidence: str = "") -> None:
     detail = f" ({evidence})" if evidence else ""
     if not bool(holds):
         raise ClaimNotShown(
-            f"not shown on this run: {claim}{detail}. The lesson's text says this is what happens, and it was "
+            f"not shown on this run: {claim}{detail}.\nThe lesson's text says this is what happens, and it was "
             "checked with several seeds, but this run did not show it. Results depend on the seed and on which "
             "images were drawn: if you changed SEED or the settings, that may be a real finding (say so in your "
             "answers); otherwise re-run the lesson from the top and tell your instructor.")
-    _ok(f"shown on this run: {claim}{detail}")
+    print(f"{CLAIM_SHOWN}{claim}{detail}")
 
 
 # ---------------------------------------------------------------------------
