@@ -14,7 +14,6 @@ from .backbones import (
     DEFAULT_BACKBONE,
     Backbone,
     Preprocessing,
-    WeightsUnavailableError,
     backbone_info,
     imagenet_classes,
     list_backbones,
@@ -23,7 +22,10 @@ from .backbones import (
     replace_head,
 )
 from .devices import default_device
-from .download import DownloadError
+from .errors import (
+    ArchiveError, ArgumentError, BackboneError, CheckFailed, ClaimNotShown, DatasetError, DownloadError,
+    TlkitError, WeightsUnavailableError,
+)
 from .freeze import freeze, param_groups, trainable_summary, unfreeze
 from .stages import Stage, get_stage, num_features, stages
 from . import viz
@@ -36,6 +38,7 @@ from .train import History, LRFinderResult, evaluate, fit, lr_find, predict
 from .features import Features, ProbeResult, extract_features, linear_probe, train_head
 
 __all__ = [
+    "TlkitError", "ArgumentError", "BackboneError", "DatasetError", "ArchiveError", "CheckFailed", "ClaimNotShown",
     "DEFAULT_BACKBONE", "Backbone", "Preprocessing", "WeightsUnavailableError", "DownloadError", "Stage",
     "backbone_info", "default_device", "freeze", "get_stage", "imagenet_classes", "list_backbones",
     "load_backbone", "num_features", "param_groups", "preprocess", "replace_head", "stages",

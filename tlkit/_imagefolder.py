@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from PIL import Image
+from .errors import ArchiveError, DatasetError
 
 __all__ = ["DatasetError", "ArchiveError", "IMG_EXTENSIONS", "SPLIT_FOLDERS", "ClassFolders", "scan",
            "split_folders", "split_by_class", "fingerprint", "verify_images", "extract"]
@@ -42,12 +43,6 @@ LAYOUT = ("Expected layout: <folder>/<class>/<image> (tlkit splits it 80/20 into
           "<folder>/train/<class>/<image> and <folder>/val/<class>/<image>.")
 
 
-class DatasetError(ValueError):
-    """Images on disk are not laid out or not readable as expected; the message says what to do."""
-
-
-class ArchiveError(DatasetError):
-    """A downloaded archive cannot be unpacked: corrupt, truncated, or not an archive at all."""
 
 
 def _is_image(name: str) -> bool:

@@ -38,6 +38,7 @@ from torchvision.transforms import v2
 
 from .download import DownloadError, fetch
 from .stages import head_path
+from .errors import WeightsUnavailableError
 
 __all__ = [
     "Backbone",
@@ -59,8 +60,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be found or downloaded."""
 
 
 @dataclass(frozen=True)

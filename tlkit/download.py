@@ -23,14 +23,13 @@ import urllib.request
 from pathlib import Path
 
 import platformdirs
+from .errors import DownloadError
 
 __all__ = ["DownloadError", "fetch", "cache_dir", "mirror", "sha256sum"]
 
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
-    """A file could not be obtained from the mirror or the canonical URL."""
 
 
 def cache_dir(kind: str = "data") -> Path:

@@ -41,6 +41,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_info
 from .stages import get_stage, head_path, stages
+from .errors import CheckFailed, ClaimNotShown
 
 __all__ = [
     "CheckFailed",
@@ -60,16 +61,12 @@ __all__ = [
 _BLANKS = (None, NotImplemented, Ellipsis)
 
 
-class CheckFailed(AssertionError):
-    """An exercise check failed; the message says what is wrong (nbgrader counts it as a failed test)."""
 
 
 CLAIM_SHOWN = "✓ shown on this run: "
 """How :func:`check_claim` starts the line it prints (tools such as bench/course_times.py read it)."""
 
 
-class ClaimNotShown(AssertionError):
-    """A lesson's experiment did not show what the lesson's text says it shows (see :func:`check_claim`)."""
 
 
 def check_claim(holds: bool, claim: str, evidence: str = "") -> None:
