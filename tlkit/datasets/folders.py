@@ -242,7 +242,7 @@ def fingerprint(paths: list[Path], root: Path) -> str:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """An 8-bit RGB copy of ``img``, whatever its bit depth.
+    """An 8-bit RGB copy of ``img``, whatever its bit depth (always a new image).
 
     PIL's own ``convert("RGB")`` clips 16-bit and 32-bit values at 255 (a 16-bit PNG comes out
     all white) and float images at 1 (all black). Here 16-bit images are scaled by 255/65535,
@@ -251,8 +251,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
     >>> to_rgb(Image.new("I;16", (2, 2), 65535)).getpixel((0, 0))
     (255, 255, 255)
     """
-    if img.mode == "RGB":
-        return img
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         import numpy as np
 

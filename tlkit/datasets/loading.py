@@ -150,9 +150,10 @@ def _from_folder(root: Path, split: str, name: str, *, verify: bool, progress: b
                  entry: DatasetInfo | None = None) -> ImageDataset:
     """One split of a folder; ``entry`` (a registered dataset) sets how missing splits are made."""
     scans = class_folders(root)
+    test_fraction = entry.test_fraction if entry is not None and "test" in entry.splits else 0.0
     if "all" in scans:  # no split folders: split every class deterministically
         folders = scans["all"]
-        fractions = (dict(val_fraction=entry.val_fraction, test_fraction=entry.test_fraction, seed=entry.seed)
+        fractions = (dict(val_fraction=entry.val_fraction, test_fraction=test_fraction, seed=entry.seed)
                      if entry else dict(val_fraction=OWN_FOLDER_VAL_FRACTION))
         if split not in ("train", "val", "all") and not fractions.get("test_fraction"):
             raise DatasetError(
@@ -161,12 +162,10 @@ def _from_folder(root: Path, split: str, name: str, *, verify: bool, progress: b
                 f"make folders {root / 'train'}, {root / 'val'} and {root / split}, each with the class folders."
             )
         positions = split_positions(folders.targets, split, **fractions)
-    elif split == "test" and "test" not in scans and entry is not None and entry.test_fraction:
-        folders = scans["val"]  # the source has no test split: half (test_fraction) of its val becomes test
-        positions = stratified_split(folders.targets, entry.test_fraction, entry.seed)[1]
-    elif split == "val" and "test" not in scans and entry is not None and entry.test_fraction:
-        folders = scans["val"]
-        positions = stratified_split(folders.targets, entry.test_fraction, entry.seed)[0]
+    elif split in ("val", "test") and "test" not in scans and test_fraction:
+        folders = scans["val"]  # the source has no test split: test_fraction of its val becomes test
+        kept, held = stratified_split(folders.targets, test_fraction, entry.seed)
+        positions = held if split == "test" else kept
     else:
         if split not in scans:
             have = ", ".join(repr(s) for s in scans)
