@@ -61,16 +61,19 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _walk(folder: Path, top: Path | None = None) -> tuple[list[Path], list[Path]]:
+def _walk(folder: Path, top: Path | None = None, skipped: list[Path] | None = None) -> tuple[list[Path], list[Path]]:
     """(image files, other files) under ``folder``, recursively, in sorted order.
 
     Symlinked folders are followed only when they lead outside ``top`` (the dataset's root)
     and not to one of its parents; a link back into the tree is skipped with a warning (it
     would list the same images twice, under other classes or splits, or loop forever).
     A symlinked image whose target is missing raises :class:`DatasetError` naming it.
+    The skipped links are appended to ``skipped`` (warned about here when it is None).
     """
     top_real = os.path.realpath(top if top is not None else folder)
-    images, others, skipped, dangling = [], [], [], []
+    warn = skipped is None
+    skipped = [] if skipped is None else skipped
+    images, others, dangling = [], [], []
     seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         keep = []
@@ -93,11 +96,16 @@ def _walk(folder: Path, top: Path | None = None) -> tuple[list[Path], list[Path]
         listed = "\n".join(f"  - {p} -> {os.readlink(p) if p.is_symlink() else '?'}" for p in dangling[:10])
         raise DatasetError(f"{len(dangling)} image file(s) are broken symbolic links (their target is missing):\n"
                            f"{listed}\nWhat to do: restore the files they point to, or remove the links.")
-    if skipped:
-        warnings.warn(f"Skipped {len(skipped)} symbolic link(s) to folders inside (or above) {top_real}, "
-                      f"which would list images twice or loop forever: {', '.join(map(str, skipped[:5]))}. "
-                      "Remove the links, or copy the images in instead.", stacklevel=4)
+    if warn:
+        _warn_skipped(skipped, top_real)
     return images, others
+
+
+def _warn_skipped(skipped: list[Path], top: str | Path) -> None:
+    if skipped:
+        warnings.warn(f"Skipped {len(skipped)} symbolic link(s) to folders inside (or above) {top}, "
+                      f"which would list images twice or loop forever: {', '.join(map(str, skipped[:5]))}. "
+                      "Remove the links, or copy the images in instead.", stacklevel=5)
 
 
 def _examples(paths: list[Path], n: int = 3) -> str:
@@ -144,9 +152,9 @@ def scan(root: Path, top: Path | None = None) -> ClassFolders:
         found = f" (it holds {len(others)} other files, e.g. {_examples(others)})" if others else ""
         raise DatasetError(f"No images found in {root}{found}. {LAYOUT} "
                            f"Image files end in {', '.join(IMG_EXTENSIONS)}.")
-    classes, paths, targets, empty = [], [], [], []
+    classes, paths, targets, empty, skipped = [], [], [], [], []
     for folder in class_dirs:
-        images, others = _walk(folder, top)
+        images, others = _walk(folder, top, skipped)
         if not images:
             empty.append((folder, others))
             continue
@@ -163,6 +171,7 @@ def scan(root: Path, top: Path | None = None) -> ClassFolders:
             f"Add images to them, or move them out of {root} if those classes are not wanted. "
             f"tlkit reads files ending in {', '.join(IMG_EXTENSIONS)}."
         )
+    _warn_skipped(skipped, os.path.realpath(top))
     if len(classes) == 1:
         inside = sorted({p.parent.relative_to(class_dirs[0]).as_posix() for p in paths} - {"."})
         where = f", in its subfolders {', '.join(inside[:6])}{', ...' if len(inside) > 6 else ''}" if inside else ""

@@ -45,7 +45,7 @@ def split_positions(targets: Sequence[int], split: str, *, val_fraction: float, 
     ``val_fraction`` of each class (a share of the whole pool) for ``val``; the rest is ``train``.
 
     >>> split_positions([0] * 10 + [1] * 10, "test", val_fraction=0.2, test_fraction=0.2)
-    [0, 7, 10, 17]
+    [4, 6, 11, 19]
     """
     everything = list(range(len(targets)))
     if split == "all":

@@ -34,7 +34,7 @@ def class_orders(targets: Sequence[int], seed: int = 0) -> dict[int, list[int]]:
     Each label's order comes from its own generator, ``np.random.default_rng([seed, label])``.
 
     >>> class_orders([1, 0, 1, 0], seed=0)
-    {0: [3, 1], 1: [2, 0]}
+    {0: [1, 3], 1: [0, 2]}
     """
     seed = _check_seed(seed)
     labels = np.asarray([int(t) for t in targets], dtype=np.int64)
