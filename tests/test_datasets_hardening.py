@@ -120,6 +120,14 @@ def test_symlink_between_splits_does_not_leak(tmp_path):
     assert not {p.resolve() for p in train.paths} & {p.resolve() for p in val.paths}
 
 
+def test_symlinked_class_folder_inside_the_tree_is_skipped(tmp_path):
+    root = _classes(tmp_path / "d", {"a": 2, "b": 2})
+    (root / "c").symlink_to(root / "a")  # the same images under a second label
+    with pytest.warns(UserWarning, match="Skipped 1 symbolic link"):
+        ds = D.load(root, split="all", progress=False)
+    assert ds.classes == ["a", "b"] and len(set(p.resolve() for p in ds.paths)) == 4
+
+
 def test_symlink_to_a_folder_outside_is_followed(tmp_path):
     outside = _classes(tmp_path / "elsewhere", {"extra": 2})
     root = _classes(tmp_path / "d", {"a": 2, "b": 2})
@@ -395,3 +403,21 @@ def test_read_only_shared_cache_is_read_and_downloads_go_to_the_user_cache(tmp_p
     ds = D.load("pics", split="test", progress=False)
     assert ds.root == data_cache / "pics" / "pics" / "val" and ds.counts() == {"a": 2, "b": 2}
     assert _files(data_cache) == before and len(server.hits) == hits  # read in place, nothing fetched
+
+
+def test_prefetch_warms_a_cache_that_students_then_read_read_only(tmp_path, server, monkeypatch, data_cache,
+                                                                  restore_permissions):
+    server.files["/pics.zip"] = ARCHIVE
+    monkeypatch.setitem(D.DATASETS, "pics", _entry(server.url + "/pics.zip"))
+    dead = _entry(server.url + "/gone.zip")
+    monkeypatch.setitem(D.DATASETS, "gone", D.DatasetInfo(**{**dead.__dict__, "name": "gone"}))
+    result = D.prefetch(["pics", "gone"], progress=False)
+    assert result["pics"] == "ok" and result["gone"].startswith("DownloadError: Could not download")
+    assert (data_cache / "pics" / "pics" / "train").is_dir() and len(list((data_cache / ".verified").iterdir())) >= 2
+    _read_only(monkeypatch, data_cache)
+    before = _files(data_cache)
+    assert D.load("pics", split="test", progress=False).counts() == {"a": 2, "b": 2}
+    assert _files(data_cache) == before and server.hits == ["/pics.zip"] + ["/gone.zip"] * 2
+    assert not list((tmp_path / "cache").rglob("verified/*"))  # the shared stamps were enough
+    with pytest.raises(tlkit.ArgumentError, match="registered dataset names"):
+        D.prefetch("pics")

@@ -10,7 +10,8 @@ One module per idea:
 ``registry``        what each real dataset is: ``DatasetInfo``, ``list_datasets``, ``info``,
                     ``register``, ``status``
 ``images``          the dataset class, ``ImageDataset``, and where its images come from
-``loading``         ``load(name, split=...)``: registered datasets and your own folders
+``loading``         ``load(name, split=...)``: registered datasets and your own folders;
+                    ``prefetch(names)`` warms a shared cache
 ``splits``          ``stratified_split`` (every random split tlkit makes) and ``subset``
 ``augment``         ``augmentation``, ``train_transform``, ``eval_transform``, the presets
 ``folders``         reading folders and archives carefully (symlinks, bit depths, stale files)
@@ -39,12 +40,12 @@ from __future__ import annotations
 from ..errors import ArgumentError, DatasetError
 from .augment import PRESET_SETTINGS, PRESETS, Augmentation, augmentation, eval_transform, train_transform
 from .images import ImageDataset
-from .loading import load
+from .loading import load, prefetch
 from .registry import DATASETS, DatasetInfo, info, list_datasets, register, status
 from .splits import stratified_split, subset
 
 __all__ = [
     "DatasetInfo", "DATASETS", "ImageDataset", "DatasetError", "PRESETS", "PRESET_SETTINGS",
-    "list_datasets", "info", "register", "status", "load", "subset", "stratified_split",
+    "list_datasets", "info", "register", "status", "load", "prefetch", "subset", "stratified_split",
     "augmentation", "train_transform", "eval_transform", "Augmentation", "ArgumentError",
 ]

@@ -153,7 +153,12 @@ def scan(root: Path, top: Path | None = None) -> ClassFolders:
         raise DatasetError(f"No images found in {root}{found}. {LAYOUT} "
                            f"Image files end in {', '.join(IMG_EXTENSIONS)}.")
     classes, paths, targets, empty, skipped = [], [], [], [], []
+    top_real = os.path.realpath(top)
     for folder in class_dirs:
+        if folder.is_symlink() and (_inside(os.path.realpath(folder), top_real)
+                                    or _inside(top_real, os.path.realpath(folder))):
+            skipped.append(folder)  # a class folder that is another folder of this dataset
+            continue
         images, others = _walk(folder, top, skipped)
         if not images:
             empty.append((folder, others))
@@ -171,7 +176,7 @@ def scan(root: Path, top: Path | None = None) -> ClassFolders:
             f"Add images to them, or move them out of {root} if those classes are not wanted. "
             f"tlkit reads files ending in {', '.join(IMG_EXTENSIONS)}."
         )
-    _warn_skipped(skipped, os.path.realpath(top))
+    _warn_skipped(skipped, top_real)
     if len(classes) == 1:
         inside = sorted({p.parent.relative_to(class_dirs[0]).as_posix() for p in paths} - {"."})
         where = f", in its subfolders {', '.join(inside[:6])}{', ...' if len(inside) > 6 else ''}" if inside else ""

@@ -30,7 +30,7 @@ from .registry import DATASETS, DatasetInfo, registry_name
 from .sources import archive_folder, digits_arrays, medmnist_arrays, torchvision_split
 from .splits import stratified_split
 
-__all__ = ["load", "split_positions"]
+__all__ = ["load", "prefetch", "split_positions"]
 
 _SPLIT_ALIASES = {"valid": "val", "validation": "val", "training": "train", "testing": "test"}
 OWN_FOLDER_VAL_FRACTION = 0.2
@@ -122,6 +122,37 @@ def load(name: str | os.PathLike, split: str = "train", transform: Callable | No
                            f"folder it contains. {LAYOUT}")
     ds = _from_folder(path, split, path.resolve().name, verify=verify, progress=progress)
     return ds.with_transform(transform)
+
+
+def prefetch(names: Sequence[str] | None = None, *, progress: bool = True) -> dict[str, str]:
+    """Download, unpack and verify registered datasets now: warm a (shared) data cache in one call.
+
+    An instructor runs it once with ``TLKIT_DATA`` pointing at the class's shared cache; students
+    then read it, even when it is read-only for them. Every split is loaded once, so every check
+    (counts, decoding) is done and remembered. Returns ``{name: "ok"}`` or the error's first line
+    (one failure does not stop the others). ``names`` defaults to every registered dataset that
+    is not ``"bundled"``.
+
+    >>> prefetch(["digits"], progress=False)
+    {'digits': 'ok'}
+    """
+    from .registry import status
+
+    if names is None:
+        names = [n for n in DATASETS if status(n) != "bundled"]
+    if isinstance(names, str) or not all(isinstance(n, str) and registry_name(n) for n in names):
+        raise ArgumentError(f"prefetch() takes a list of registered dataset names ({', '.join(DATASETS)}); "
+                            f"got {names!r}.")
+    done = {}
+    for name in names:
+        entry = DATASETS[registry_name(name)]
+        try:
+            for split in entry.splits:
+                load(entry.name, split=split, progress=progress)
+            done[entry.name] = "ok"
+        except Exception as exc:  # report it and go on with the next dataset
+            done[entry.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return done
 
 
 def _load_registered(entry: DatasetInfo, split: str, download: bool, verify: bool, progress: bool,
