@@ -421,3 +421,18 @@ def test_prefetch_warms_a_cache_that_students_then_read_read_only(tmp_path, serv
     assert not list((tmp_path / "cache").rglob("verified/*"))  # the shared stamps were enough
     with pytest.raises(tlkit.ArgumentError, match="registered dataset names"):
         D.prefetch("pics")
+
+
+def test_fetch_into_a_folder_that_cannot_be_written_says_so(tmp_path, monkeypatch):
+    from tlkit import download
+
+    target = tmp_path / "shared"
+    target.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(download.tempfile, "mkstemp", refuse)
+    with pytest.raises(download.DownloadError, match="Cannot write the weights into") as err:
+        download.fetch("http://127.0.0.1:9/w.pth", target / "w.pth", what="weights", progress=False)
+    assert "TLKIT_CACHE" in str(err.value) and list(target.iterdir()) == []

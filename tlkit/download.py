@@ -224,7 +224,12 @@ def fetch(
     for source in mirrors + [url]:
         checked = mirror_checksum or source not in mirrors
         for attempt in range(1, retries + 1):
-            fd, name = tempfile.mkstemp(prefix=f"{dest.name}.", suffix=".part", dir=dest.parent)
+            try:
+                fd, name = tempfile.mkstemp(prefix=f"{dest.name}.", suffix=".part", dir=dest.parent)
+            except OSError as exc:
+                raise DownloadError(f"Cannot write the {what} into {dest.parent} ({exc}).\n"
+                                    "What to do: point TLKIT_DATA / TLKIT_CACHE at a folder you can write to, or "
+                                    "ask your instructor to put the file in the shared cache.") from exc
             os.close(fd)
             part = Path(name)
             try:
