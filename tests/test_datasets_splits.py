@@ -135,8 +135,9 @@ def test_mirror_file_with_the_wrong_structure_is_reported(tmp_path, monkeypatch)
     arrays["val_images"] = arrays["val_images"][:100]
     np.savez(tmp_path / "m" / "medmnist" / "retinamnist.npz", **arrays)
     monkeypatch.setenv("TLKIT_MIRROR", str(tmp_path / "m"))
+    assert len(D.load("retinamnist", split="train", progress=False)) == 1080  # only the split read is checked
     with pytest.raises(D.DatasetError, match="classroom mirror's copy of 'retinamnist' is not usable") as err:
-        D.load("retinamnist", split="train", progress=False)
+        D.load("retinamnist", split="val", progress=False)
     assert "val: expected 120 images and labels, found 100 and 120" in str(err.value)
 
 

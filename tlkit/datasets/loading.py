@@ -166,7 +166,7 @@ def _load_registered(entry: DatasetInfo, split: str, download: bool, verify: boo
                             content=source.digest()[:16])
     if entry.source == "medmnist":
         size = size or entry.sizes[0]
-        images, labels = medmnist_arrays(entry, size, download, progress)[split]
+        images, labels = medmnist_arrays(entry, split, size, download, progress)
         source = _MemoryImages(images)
         return ImageDataset(entry.name if size == entry.sizes[0] else f"{entry.name}_{size}", split, entry.classes,
                             labels.tolist(), source, content=source.digest()[:16])

@@ -90,11 +90,14 @@ def medmnist_url(name: str, size: int = 28) -> str:
     return f"{ZENODO}{medmnist_file(name, size)}?download=1"
 
 
-def read_npz(path: Path, name: str, size: int) -> dict[str, tuple[Any, Any]]:
-    """``{split: (images, labels)}`` from a MedMNIST file, checked against the table.
+def read_npz(path: Path, name: str, size: int, splits: tuple[str, ...] = ("train", "val", "test")
+             ) -> dict[str, tuple[Any, Any]]:
+    """``{split: (images, labels)}`` of ``splits`` from a MedMNIST file, checked against the table.
 
-    Checks the keys, the image shape ``(N, size, size[, 3])``, uint8, the labels' range, and
-    the number of images per split. Raises :class:`DatasetError` naming the file and what differs.
+    Checks that every key is there, and for the splits read: the image shape
+    ``(N, size, size[, 3])``, uint8, the labels' range, and the number of images. Only the
+    splits asked for are decompressed (a 224 px file is large). Raises :class:`DatasetError`
+    naming the file and what differs.
     """
     import numpy as np
 
@@ -106,7 +109,7 @@ def read_npz(path: Path, name: str, size: int) -> dict[str, tuple[Any, Any]]:
                        if f"{s}_{k}" not in keys]
             if missing:
                 raise DatasetError(f"{path} is not a MedMNIST file: it lacks {missing} (it holds {sorted(keys)}).")
-            arrays = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in ("train", "val", "test")}
+            arrays = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in splits}
     except DatasetError:
         raise
     except Exception as exc:  # zipfile / numpy raise many kinds for a damaged file

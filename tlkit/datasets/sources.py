@@ -179,8 +179,9 @@ def digits_arrays() -> tuple[Any, list[int]]:
 
 # -- MedMNIST ---------------------------------------------------------------------------------
 
-def medmnist_arrays(entry: DatasetInfo, size: int, download: bool, progress: bool) -> dict[str, tuple[Any, Any]]:
-    """``{split: (images, labels)}`` of a MedMNIST entry at ``size`` px, checked.
+def medmnist_arrays(entry: DatasetInfo, split: str, size: int, download: bool, progress: bool
+                    ) -> tuple[Any, Any]:
+    """(images, labels) of one split of a MedMNIST entry at ``size`` px, checked.
 
     Looked for in the data cache, then the mirror folder (``<mirror>/medmnist/<file>``, read in
     place), then downloaded (from a mirror URL, then the official address; the official file
@@ -191,13 +192,13 @@ def medmnist_arrays(entry: DatasetInfo, size: int, download: bool, progress: boo
     file = medmnist_file(entry.name, size)
     for home in data_homes("medmnist"):
         if (home / file).is_file():
-            return _read_checked(entry, home / file, size, "cached copy",
+            return _read_checked(entry, home / file, size, split, "cached copy",
                                  f"delete {home / file} and load again to download a fresh copy")
     source = mirror()
     if source and "://" not in source:
         candidate = Path(source).expanduser() / "medmnist" / file
         if candidate.is_file():
-            return _read_checked(entry, candidate, size, "classroom mirror's copy",
+            return _read_checked(entry, candidate, size, split, "classroom mirror's copy",
                                  "tell your instructor; or unset TLKIT_MIRROR to download the dataset instead")
     if not download:
         raise DatasetError(f"Dataset {entry.name!r} ({file}) is not downloaded yet (looked in "
@@ -210,16 +211,18 @@ def medmnist_arrays(entry: DatasetInfo, size: int, download: bool, progress: boo
         dest = fetch(url, home / file, md5=entry.md5.get(size), mirror_checksum=False,
                      mirror_name=f"medmnist/{file}", what=f"dataset {entry.name!r} ({file})", progress=progress)
     try:
-        return read_npz(dest, entry.name, size)
+        read_npz(dest, entry.name, size)  # every split, once, right after the download
+        return read_npz(dest, entry.name, size, (split,))[split]
     except DatasetError as exc:
         dest.unlink(missing_ok=True)  # only a mirror URL's copy can get here (the official one is md5-checked)
         raise DownloadError(f"The downloaded {file} is not as expected and was removed: {exc}\n"
                             "What to do: tell your instructor (the classroom mirror holds another file).") from exc
 
 
-def _read_checked(entry: DatasetInfo, path: Path, size: int, which: str, todo: str) -> dict[str, tuple[Any, Any]]:
+def _read_checked(entry: DatasetInfo, path: Path, size: int, split: str, which: str, todo: str
+                  ) -> tuple[Any, Any]:
     try:
-        return read_npz(path, entry.name, size)
+        return read_npz(path, entry.name, size, (split,))[split]
     except DatasetError as exc:
         raise DatasetError(f"The {which} of {entry.name!r} is not usable: {exc}\nWhat to do: {todo}.") from None
 
