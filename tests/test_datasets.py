@@ -578,6 +578,9 @@ def test_plot_shows_images_with_class_names():
     titled = [ax for ax in fig.axes if ax.get_title()]
     assert len(titled) == 6 and all(ax.get_title() in ds.classes for ax in titled)
     assert titled[0].images[0].get_array().shape == (32, 32, 3)
+    import matplotlib.pyplot as plt
+
+    assert fig.number not in plt.get_fignums()  # closed: a notebook shows the returned figure once
 
 
 def test_image_dataset_basics():
