@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from PIL import Image
+from ..download import cache_dir
 from ..errors import ArchiveError, DatasetError
 
 __all__ = ["DatasetError", "ArchiveError", "IMG_EXTENSIONS", "SPLIT_FOLDERS", "ClassFolders", "scan",
@@ -238,8 +239,6 @@ def class_folders(root: Path) -> dict[str, ClassFolders]:
 
 def stamp_dirs() -> list[Path]:
     """Where passing image checks are remembered: the data cache, then the user's own cache."""
-    from ..download import cache_dir
-
     return [cache_dir("data") / ".verified", cache_dir("verified")]
 
 

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ArgumentError
+from .images import ImageDataset
 
 __all__ = ["stratified_split", "class_orders", "subset"]
 
@@ -75,7 +76,7 @@ def stratified_split(targets: Sequence[int], fraction: float, seed: int = 0) -> 
     return sorted(kept), sorted(held)
 
 
-def subset(dataset, per_class: int, seed: int = 0):
+def subset(dataset: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset:
     """``per_class`` images of every class, drawn at random but reproducibly (same seed, same images).
 
     The result keeps the original order and has its own ``key``.
@@ -85,8 +86,6 @@ def subset(dataset, per_class: int, seed: int = 0):
     >>> len(small), small.counts()["7"]
     (50, 5)
     """
-    from .images import ImageDataset
-
     if not isinstance(dataset, ImageDataset):
         raise ArgumentError(f"subset() takes a tlkit ImageDataset (from tlkit.datasets.load), got "
                             f"{type(dataset).__name__}.")
