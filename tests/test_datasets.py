@@ -169,7 +169,9 @@ def test_registry_entries_complete():
     import torchvision.datasets
 
     expected_classes = {"hymenoptera": 2, "flowers": 5, "eurosat": 10, "digits": 10, "flowers102": 102,
-                        "pets": 37, "dtd": 47, "fashion_mnist": 10}
+                        "pets": 37, "dtd": 47, "fashion_mnist": 10, "pneumoniamnist": 2, "retinamnist": 5,
+                        "pathmnist": 9, "octmnist": 4, "breastmnist": 2, "bloodmnist": 8, "tissuemnist": 8,
+                        "organamnist": 11, "organcmnist": 11, "organsmnist": 11}
     assert set(expected_classes) <= set(D.list_datasets())
     assert D.list_datasets() == list(D.DATASETS)
     for name in D.list_datasets():
@@ -178,7 +180,7 @@ def test_registry_entries_complete():
         assert len(entry.description) > 60, name
         assert entry.similarity in ("similar", "different"), name
         assert len(set(entry.classes)) == len(entry.classes) == expected_classes[name], name
-        assert {"train", "val"} <= set(entry.splits), name
+        assert {"train", "val", "test"} <= set(entry.splits), name  # every registered dataset has all three
         if entry.source == "archive":
             assert entry.url.startswith("https://") and entry.folder, name
             assert list(entry.classes) == sorted(entry.classes), name  # folder order = label order
@@ -186,6 +188,11 @@ def test_registry_entries_complete():
             assert hasattr(torchvision.datasets, entry.torchvision) and entry.resources, name
             assert set(entry.split_map) == set(entry.splits), name
             assert all(url.startswith("http") for url, _ in entry.resources), name
+        elif entry.source == "medmnist":
+            assert entry.url == f"https://zenodo.org/records/10519652/files/{name}.npz?download=1", name
+            assert entry.licence == "CC BY 4.0" and set(entry.md5) == {28, 64, 128, 224}, name
+            assert all(len(v) == 32 for v in entry.md5.values()) and entry.split_sizes, name
+            assert entry.num_images == sum(entry.split_sizes.values()), name
         else:
             assert entry.source == "sklearn" and entry.url is None
     assert D.info("hymenoptera").url == "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -193,18 +200,28 @@ def test_registry_entries_complete():
     assert D.info("eurosat").url == "https://madm.dfki.de/files/sentinel/EuroSAT.zip"
     assert D.info("Fashion-MNIST") is D.info("fashion_mnist")
     assert D.info("eurosat").similarity == "different" and D.info("hymenoptera").similarity == "similar"
-    with pytest.raises(ValueError, match="hymenoptera"):
+    assert D.info("pneumoniamnist").md5[28] == "28209eda62fecd6e6a2d98b1501bb15f"
+    assert D.info("retinamnist").md5[28] == "bd4c0672f1bba3e3a89f0e4e876791e4"
+    assert D.info("pneumoniamnist").classes == ("normal", "pneumonia")
+    assert "dermamnist" not in D.DATASETS and "chestmnist" not in D.DATASETS  # CC BY-NC; multi-label
+    with pytest.raises(tlkit.ArgumentError, match="hymenoptera"):
         D.info("imagenet")
 
 
-def test_register_checks_similarity_and_duplicates(monkeypatch):
-    monkeypatch.setattr(D, "DATASETS", dict(D.DATASETS))
+def test_register_checks_similarity_and_duplicates():
+    before = dict(D.DATASETS)
     entry = replace(D.info("hymenoptera"), name="mine")
-    assert D.register(entry) is entry and "mine" in D.list_datasets()
-    with pytest.raises(ValueError, match="already registered"):
-        D.register(entry)
-    with pytest.raises(ValueError, match="similarity"):
-        D.register(replace(entry, name="other", similarity="close"))
+    try:
+        assert D.register(entry) is entry and "mine" in D.list_datasets()
+        with pytest.raises(ValueError, match="already registered"):
+            D.register(entry)
+        with pytest.raises(ValueError, match="similarity"):
+            D.register(replace(entry, name="other", similarity="close"))
+        with pytest.raises(tlkit.ArgumentError, match="DatasetInfo"):
+            D.register({"name": "x"})
+    finally:
+        D.DATASETS.pop("mine", None)
+    assert D.DATASETS == before
 
 
 # ---------------------------------------------------------------------------
@@ -214,17 +231,24 @@ def test_register_checks_similarity_and_duplicates(monkeypatch):
 @needs_mirror
 def test_hymenoptera_loads_from_mirror_folder(monkeypatch, data_cache):
     monkeypatch.setenv("TLKIT_MIRROR", str(MIRROR))
-    for split in ("train", "val"):
-        ds = D.load("hymenoptera", split, progress=False)
-        folder = MIRROR / "hymenoptera_data" / split
+    loaded = {s: D.load("hymenoptera", split=s, progress=False) for s in ("train", "val", "test")}
+    for folder_name, splits in (("train", ["train"]), ("val", ["val", "test"])):
+        folder = MIRROR / "hymenoptera_data" / folder_name
         expected = {c: sum(1 for p in (folder / c).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
                     for c in ("ants", "bees")}
-        assert ds.classes == ["ants", "bees"]
-        assert ds.counts() == expected and len(ds) == sum(expected.values())
-        assert ds.counts() == dict(D.info("hymenoptera").counts[split])
-        assert ds.root == folder  # used in place ...
-        assert all(p.is_relative_to(folder) for p in ds.paths)
+        assert expected == dict(D.info("hymenoptera").counts[folder_name])
+        paths = [p for s in splits for p in loaded[s].paths]
+        assert len(paths) == len(set(paths)) == sum(expected.values())  # val and test partition the val folder
+        for s in splits:
+            assert loaded[s].classes == ["ants", "bees"]
+            assert loaded[s].root == folder  # used in place ...
+            assert all(p.is_relative_to(folder) for p in loaded[s].paths)
     assert not (data_cache / "hymenoptera").exists()  # ... not copied
+    # the documented split: the tutorial's train; its val folder halved per class (seed 0)
+    assert {s: ds.counts() for s, ds in loaded.items()} == {
+        "train": {"ants": 123, "bees": 121}, "val": {"ants": 35, "bees": 41}, "test": {"ants": 35, "bees": 42}}
+    assert D.load("hymenoptera", split="test", progress=False).paths == loaded["test"].paths  # deterministic
+    ds = loaded["val"]
     img = ds.load_image(0)
     assert img.mode == "RGB" and min(img.size) > 50
     x, y = ds.with_transform(D.eval_transform("efficientnet_lite0"))[len(ds) - 1]
@@ -331,12 +355,15 @@ def test_tgz_without_split_folders_is_split_per_class(server, monkeypatch, data_
                           classes=("daisy", "roses"), url=server.url + "/petals.tgz", folder="flower_photos",
                           num_images=20)
     monkeypatch.setitem(D.DATASETS, "petals", entry)
-    train, val, everything = (D.load("petals", s, progress=False) for s in ("train", "val", "all"))
-    assert train.counts() == {"daisy": 8, "roses": 8} and val.counts() == {"daisy": 2, "roses": 2}
-    assert sorted(train.paths + val.paths) == sorted(everything.paths)
+    train, val, test, everything = (D.load("petals", s, progress=False) for s in ("train", "val", "test", "all"))
+    # the registry's default for data without split folders: 70/15/15 per class (10 -> 7/1/2 after rounding)
+    assert train.counts() == {"daisy": 7, "roses": 7} and val.counts() == {"daisy": 1, "roses": 1}
+    assert test.counts() == {"daisy": 2, "roses": 2}
+    assert sorted(train.paths + val.paths + test.paths) == sorted(everything.paths)
+    assert len(set(train.paths + val.paths + test.paths)) == 20
     assert (data_cache / "petals" / "flower_photos" / "LICENSE.txt").is_file()
-    with pytest.raises(ValueError, match="splits train, val, all"):
-        D.load("petals", "test")
+    with pytest.raises(ValueError, match="splits train, val, test, all"):
+        D.load("petals", "holdout")
 
     server.files["/petals.tgz"] = body[: len(body) // 2]  # a complete download of a broken file
     entry2 = replace(entry, name="petals2", url=server.url + "/petals.tgz")
@@ -530,10 +557,11 @@ def test_corrupt_image_is_named_and_never_deleted(tmp_path):
 # ---------------------------------------------------------------------------
 
 def test_digits_offline():
-    train, val = D.load("digits", "train"), D.load("digits", "val")
+    train, val, test = D.load("digits", "train"), D.load("digits", "val"), D.load("digits", "test")
     assert train.classes == [str(d) for d in range(10)]
-    assert len(train) + len(val) == len(D.load("digits", "all")) == 1797
-    assert all(160 > n > 100 for n in train.counts().values())
+    assert len(train) + len(val) + len(test) == len(D.load("digits", "all")) == 1797
+    assert (len(train), len(val), len(test)) == (1259, 269, 269)  # 70/15/15 per class, documented in the entry
+    assert all(130 > n > 115 for n in train.counts().values())
     img = val.load_image(0)
     assert img.mode == "RGB" and img.size == (32, 32)
     assert train.key != val.key and train.key == D.load("digits", "train").key
@@ -550,6 +578,9 @@ def test_plot_shows_images_with_class_names():
     titled = [ax for ax in fig.axes if ax.get_title()]
     assert len(titled) == 6 and all(ax.get_title() in ds.classes for ax in titled)
     assert titled[0].images[0].get_array().shape == (32, 32, 3)
+    import matplotlib.pyplot as plt
+
+    assert fig.number not in plt.get_fignums()  # closed: a notebook shows the returned figure once
 
 
 def test_image_dataset_basics():
