@@ -232,21 +232,21 @@ def test_register_checks_similarity_and_duplicates():
 def test_hymenoptera_loads_from_mirror_folder(monkeypatch, data_cache):
     monkeypatch.setenv("TLKIT_MIRROR", str(MIRROR))
     loaded = {s: D.load("hymenoptera", split=s, progress=False) for s in ("train", "val", "test")}
-    for folder_name, splits in (("train", ["train"]), ("val", ["val", "test"])):
+    for folder_name, splits in (("train", ["train", "test"]), ("val", ["val"])):
         folder = MIRROR / "hymenoptera_data" / folder_name
         expected = {c: sum(1 for p in (folder / c).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
                     for c in ("ants", "bees")}
         assert expected == dict(D.info("hymenoptera").counts[folder_name])
         paths = [p for s in splits for p in loaded[s].paths]
-        assert len(paths) == len(set(paths)) == sum(expected.values())  # val and test partition the val folder
+        assert len(paths) == len(set(paths)) == sum(expected.values())  # train and test partition the train folder
         for s in splits:
             assert loaded[s].classes == ["ants", "bees"]
             assert loaded[s].root == folder  # used in place ...
             assert all(p.is_relative_to(folder) for p in loaded[s].paths)
     assert not (data_cache / "hymenoptera").exists()  # ... not copied
-    # the documented split: the tutorial's train; its val folder halved per class (seed 0)
+    # the documented split: the tutorial's val folder whole; 20 % of its train folder per class (seed 0) is test
     assert {s: ds.counts() for s, ds in loaded.items()} == {
-        "train": {"ants": 123, "bees": 121}, "val": {"ants": 35, "bees": 41}, "test": {"ants": 35, "bees": 42}}
+        "train": {"ants": 98, "bees": 97}, "val": {"ants": 70, "bees": 83}, "test": {"ants": 25, "bees": 24}}
     assert D.load("hymenoptera", split="test", progress=False).paths == loaded["test"].paths  # deterministic
     ds = loaded["val"]
     img = ds.load_image(0)

@@ -331,7 +331,7 @@ def test_concurrent_loads_into_one_empty_cache_all_succeed(tmp_path, server, mon
     assert [r[0] for r in results] == sorted(splits)
     for split, counts, root in results:
         assert isinstance(counts, dict), counts  # no DownloadError, no half-extracted folder
-        assert counts == {"train": {"a": 3, "b": 3}, "val": {"a": 1, "b": 1}, "test": {"a": 2, "b": 2}}[split]
+        assert counts == {"train": {"a": 1, "b": 1}, "val": {"a": 3, "b": 3}, "test": {"a": 2, "b": 2}}[split]
         assert root.startswith(str(data_cache / "pics" / "pics"))
     assert sorted(p.name for p in (data_cache / "pics").iterdir()) == ["pics"]  # no .part, no .extracting-*
     if via == "slow server":
@@ -385,7 +385,7 @@ def test_read_only_shared_cache_is_read_and_downloads_go_to_the_user_cache(tmp_p
     monkeypatch.setitem(D.DATASETS, "pics", _entry(server.url + "/pics.zip"))
     _read_only(monkeypatch, data_cache)
     ds = D.load("pics", split="val", progress=False)  # not in the shared cache: downloaded for this user
-    assert ds.counts() == {"a": 1, "b": 1}
+    assert ds.counts() == {"a": 3, "b": 3}
     assert ds.root == tmp_path / "cache" / "data-fallback" / "pics" / "pics" / "val"
     assert _files(data_cache) == [] and D.status("pics") == "cached"
 
@@ -401,7 +401,7 @@ def test_read_only_shared_cache_is_read_and_downloads_go_to_the_user_cache(tmp_p
     before = _files(data_cache)
     hits = len(server.hits)
     ds = D.load("pics", split="test", progress=False)
-    assert ds.root == data_cache / "pics" / "pics" / "val" and ds.counts() == {"a": 2, "b": 2}
+    assert ds.root == data_cache / "pics" / "pics" / "train" and ds.counts() == {"a": 2, "b": 2}
     assert _files(data_cache) == before and len(server.hits) == hits  # read in place, nothing fetched
 
 

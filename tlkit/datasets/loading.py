@@ -4,8 +4,9 @@ Splits, in one place:
 
 * a registered dataset offers ``train``, ``val`` and ``test``: the source's own where it has
   them; otherwise a stratified split with the entry's fixed seed (``val_fraction`` and
-  ``test_fraction`` of each class; hymenoptera, with train and val folders only, splits its
-  val folder in half into ``val`` and ``test``). ``"all"`` gives everything where there are
+  ``test_fraction`` of each class; hymenoptera, with train and val folders only, holds out
+  ``test_fraction`` of each class of its train folder as ``test`` and keeps its val folder
+  whole). ``"all"`` gives everything where there are
   no split folders.
 * your own folder: its ``train``/``val``/``test`` folders where it has them, otherwise 80/20
   ``train``/``val`` per class (seed 0) or ``"all"``.
@@ -193,8 +194,10 @@ def _from_folder(root: Path, split: str, name: str, *, verify: bool, progress: b
                 f"make folders {root / 'train'}, {root / 'val'} and {root / split}, each with the class folders."
             )
         positions = split_positions(folders.targets, split, **fractions)
-    elif split in ("val", "test") and "test" not in scans and test_fraction:
-        folders = scans["val"]  # the source has no test split: test_fraction of its val becomes test
+    elif split in ("train", "test") and "test" not in scans and test_fraction:
+        # The source has no test split: test_fraction of each class of its train folder becomes
+        # test, and its val folder stays whole (the split everyone knows stays the validation set).
+        folders = scans["train"]
         kept, held = stratified_split(folders.targets, test_fraction, entry.seed)
         positions = held if split == "test" else kept
     else:

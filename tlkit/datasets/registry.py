@@ -50,8 +50,9 @@ class DatasetInfo:
         splits: the split names ``load`` accepts; every registered dataset offers ``train``,
             ``val`` and ``test``.
         split_dirs: the archive has ``train/`` and ``val/`` folders. Where the source has no
-            ``test`` folder, ``test_fraction`` of each class of its ``val`` folder becomes
-            ``test`` (stratified, seeded by ``seed``; the rest stays ``val``).
+            ``test`` folder, ``test_fraction`` of each class of its ``train`` folder becomes
+            ``test`` (stratified, seeded by ``seed``; the rest stays ``train``, and ``val`` is
+            the source's own val folder, whole).
         val_fraction, test_fraction: for a source without split folders, the share of each
             class that goes to ``val`` and to ``test`` (the rest is ``train``; ``"all"`` gives
             everything); both drawn by :func:`tlkit.datasets.stratified_split` with ``seed``.
@@ -122,15 +123,15 @@ _HYMENOPTERA = DatasetInfo(
     description=("Photos of ants and bees from the PyTorch transfer-learning tutorial (a subset of ImageNet-style "
                  "web photos): 244 training and 153 validation images of varied sizes. ImageNet itself has "
                  "'ant' and 'bee' classes, so this is as close to ImageNet as a dataset gets (the photos are "
-                 "taken from ImageNet). Splits: 'train' is the tutorial's train folder; its val folder is "
-                 "split in half per class (seed 0): 'val' 76 and 'test' 77 images."),
+                 "taken from ImageNet). Splits: 'val' is the tutorial's val folder (153); 20 % of each class of "
+                 "its train folder (seed 0) is held out as 'test' (49), the rest is 'train' (195)."),
     similarity="similar",
     classes=("ants", "bees"),
     url="https://download.pytorch.org/tutorial/hymenoptera_data.zip",
     folder="hymenoptera_data",
     splits=("train", "val", "test"),
     split_dirs=True,
-    test_fraction=0.5,  # of the val folder: the source has no test split
+    test_fraction=0.2,  # of the train folder: the source has no test split
     num_images=397,
     # Counted from the unpacked archive (the .jpg/.jpeg files; train/ants also holds one .gif, not read).
     counts={"train": {"ants": 123, "bees": 121}, "val": {"ants": 70, "bees": 83}},
