@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .stages import Stage, get_stage, stages
+from .stages import Stage, get_stage, list_stages
 
 __all__ = ["freeze", "unfreeze", "is_frozen_bn", "trainable_summary", "TrainableSummary", "param_groups"]
 
@@ -58,7 +58,7 @@ def freeze(model: nn.Module, until: str | None = None, *, include_head: bool = F
     """Freeze every stage before ``until``; everything from ``until`` on stays trainable.
 
     Args:
-        model: a model whose stages tlkit knows (see :func:`tlkit.stages`).
+        model: a model whose stages tlkit knows (see :func:`tlkit.list_stages`).
         until: first stage that stays trainable. ``None`` freezes the whole body (every
             stage but the head): the "fixed feature extractor" set-up.
         include_head: also freeze the head (the whole model becomes frozen).
@@ -71,7 +71,7 @@ def freeze(model: nn.Module, until: str | None = None, *, include_head: bool = F
     >>> _ = tlkit.freeze(m)          # train only the new head
     >>> _ = tlkit.freeze(m, until="blocks.5")   # also fine-tune the last blocks
     """
-    all_stages = stages(model)
+    all_stages = list_stages(model)
     stop = len(all_stages) - 1 if until is None else [s.name for s in all_stages].index(get_stage(model, until).name)
     for i, stage in enumerate(all_stages):
         frozen = i < stop or (include_head and stage.name == "head")
@@ -158,7 +158,7 @@ def trainable_summary(model: nn.Module) -> TrainableSummary:
     True
     """
     rows = []
-    for stage in stages(model):
+    for stage in list_stages(model):
         params = [p for path in stage.modules for p in model.get_submodule(path).parameters()]
         trainable = sum(p.numel() for p in params if p.requires_grad)
         frozen = sum(p.numel() for p in params if not p.requires_grad)
@@ -197,7 +197,7 @@ def param_groups(model: nn.Module, lr: float, *, body_lr: float | None = None, w
         raise ValueError(f"lr must be positive, got {lr}")
     body_lr = lr / 10 if body_lr is None else body_lr
     groups = []
-    for stage in stages(model):
+    for stage in list_stages(model):
         params = [p for path in stage.modules for p in model.get_submodule(path).parameters() if p.requires_grad]
         if params:
             groups.append({"name": stage.name, "params": params, "weight_decay": weight_decay})
