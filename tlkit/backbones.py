@@ -109,7 +109,7 @@ class Backbone:
     """
 
     name: str
-    build: Callable[[], nn.Module] = field(repr=False)
+    build: Callable[[], nn.Module] = field(repr=False, compare=False)
     source: str
     weights: str
     preprocessing: Preprocessing
