@@ -265,3 +265,40 @@ def test_image_size_feeds_smaller_images_with_the_same_weights():
     assert native.tlkit_backbone.preprocessing.size == 224  # the shared record is not changed
     with pytest.raises(ValueError, match="at least 16"):
         tlkit.load_backbone("efficientnet_lite0", pretrained=False, image_size=8)
+
+
+def test_timm_weights_offline_fail_at_once_with_what_to_do(tmp_path, monkeypatch):
+    """No cached file and an unreachable hub: one quick connection check, no download attempts, a clear error."""
+    import huggingface_hub.constants
+    import timm.models._builder
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    attempts = []
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", lambda *a, **k: attempts.append(a))
+    with pytest.raises(tlkit.WeightsUnavailableError) as err:
+        tlkit.load_backbone("timm:mobilenetv3_small_100")
+    message = str(err.value)
+    assert "timm's 'mobilenetv3_small_100' are not in the local cache" in message
+    assert "http://127.0.0.1:9/timm/mobilenetv3_small_100" in message and "cannot be reached" in message
+    assert str(tmp_path / "hub") in message and "load_backbone('efficientnet_lite0')" in message
+    assert attempts == []  # timm was never asked to download (no retries)
+    assert not (tmp_path / "hub").exists() and not (tmp_path / "torch").exists()
+
+
+def test_timm_weights_load_from_the_local_cache_without_the_network(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    torch.manual_seed(1)
+    state = tlkit.load_backbone("timm:mobilenetv3_small_100", pretrained=False).state_dict()
+    snapshot = tmp_path / "hub" / "models--timm--mobilenetv3_small_100.lamb_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    torch.save(state, snapshot / "pytorch_model.bin")
+    refs = snapshot.parents[1] / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("abc")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = tlkit.load_backbone("timm:mobilenetv3_small_100")
+    assert torch.equal(model.conv_stem.weight, state["conv_stem.weight"])
