@@ -163,15 +163,20 @@ def check_head(model: nn.Module) -> None:
     ...
     tlkit.errors.BackboneError: model.fc (Linear(in_features=1280, out_features=2, bias=True)) was added to ...
     """
+    _checked_head(model)
+
+
+def _checked_head(model: nn.Module) -> str:
+    """:func:`check_head`, returning the head's path."""
     head = _head(model)
     top = head.split(".")[0]
     names = [n for n, _ in model.named_children()]
     after = [n for n in names[names.index(top) + 1:] if _has_params(model.get_submodule(n))]
     if not after:
-        return
+        return head
     unused = [n for n in after if n not in _called(model, after)]
     if not unused:
-        return
+        return head
     extra = unused[0]
     layer = model.get_submodule(head)
     outputs = getattr(layer, "out_features", getattr(layer, "out_channels", "?"))
@@ -191,15 +196,23 @@ def check_head(model: nn.Module) -> None:
 # timm: group_matcher + get_classifier + feature_info
 # ---------------------------------------------------------------------------
 
-def _whole_modules(model: nn.Module, names: set[str]) -> list[str]:
-    """The largest modules whose parameters are all in ``names``, in registration order."""
-    chosen: list[str] = []
-    for path, module in model.named_modules():
-        if not path or any(path.startswith(c + ".") for c in chosen):
+def _whole_modules(model: nn.Module, groups: list[set[str]]) -> list[list[str]]:
+    """For each group of parameter names: the largest modules whose parameters all lie in it, in order."""
+    group_of = {n: g for g, names in enumerate(groups) for n in names}
+    below: dict[str, set[int]] = {}
+    for name, _ in model.named_parameters():
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            below.setdefault(".".join(parts[:i]), set()).add(group_of.get(name, -1))
+    chosen: list[list[str]] = [[] for _ in groups]
+    for path, _ in model.named_modules():
+        inside = below.get(path)
+        if not path or inside is None or len(inside) != 1 or -1 in inside:
             continue
-        own = [f"{path}.{n}" for n, _ in module.named_parameters()]
-        if own and all(n in names for n in own):
-            chosen.append(path)
+        parent = path.rpartition(".")[0]
+        if parent and below.get(parent) == inside:
+            continue  # its parent is already whole
+        chosen[next(iter(inside))].append(path)
     return chosen
 
 
@@ -237,11 +250,13 @@ def _timm_stages(model: nn.Module, head: str) -> list[tuple[str, tuple[str, ...]
     head_params = {f"{head}.{n}" for n, _ in model.get_submodule(head).named_parameters()}
     out: list[tuple[str, tuple[str, ...]]] = []
     head_extra: list[str] = []
-    for key, params in _timm_groups(model):
-        rest = set(params) - head_params
-        if not rest:
-            continue
-        modules = _whole_modules(model, rest)
+    grouped = [(key, set(params) - head_params) for key, params in _timm_groups(model)]
+    grouped = [(key, rest) for key, rest in grouped if rest]
+    whole = _whole_modules(model, [rest for _, rest in grouped])
+    for (key, rest), modules in zip(grouped, whole):
+        if not modules:
+            raise BackboneError(f"tlkit cannot cut this {type(model).__name__} into stages: parameters such as "
+                                f"{sorted(rest)[0]} do not sit in whole modules.")
         unmatched = key == ""
         if unmatched and all(p.ndim <= 1 for n, p in model.named_parameters() if n in rest):
             head_extra += modules  # a norm layer before the classifier (ConvNeXt's head.norm) trains with it
@@ -390,8 +405,7 @@ def list_stages(model: nn.Module) -> list[Stage]:
     """
     if not isinstance(model, nn.Module):
         raise ArgumentError(f"model must be a torch.nn.Module (from tlkit.load_backbone), got {type(model).__name__}.")
-    check_head(model)
-    head = _head(model)
+    head = _checked_head(model)
     if _is_timm(model):
         raw = _timm_stages(model, head)
         described = [(n, mods, out) for (n, mods), out in zip(raw, _timm_outputs(model, raw, head))]
@@ -399,14 +413,13 @@ def list_stages(model: nn.Module) -> list[Stage]:
         described = _structural_stages(model, head)
     result, seen = [], {}
     for name, modules, output in described:
-        ids = [id(p) for m in modules for p in model.get_submodule(m).parameters()]
-        for i in ids:
-            if i in seen:
+        params = [p for m in modules for p in model.get_submodule(m).parameters()]
+        for p in params:
+            if id(p) in seen:
                 raise BackboneError(f"tlkit cut this {type(model).__name__} badly: a parameter is in stages "
-                                    f"{seen[i]!r} and {name!r}. Please report it with the model's name.")
-            seen[i] = name
-        result.append(Stage(name, tuple(modules), output,
-                            sum(p.numel() for m in modules for p in model.get_submodule(m).parameters())))
+                                    f"{seen[id(p)]!r} and {name!r}. Please report it with the model's name.")
+            seen[id(p)] = name
+        result.append(Stage(name, tuple(modules), output, sum(p.numel() for p in params)))
     missing = [n for n, p in model.named_parameters() if id(p) not in seen]
     if missing:
         raise BackboneError(
