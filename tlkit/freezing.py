@@ -15,7 +15,7 @@
 Example:
     >>> import tlkit
     >>> m = tlkit.load_backbone("resnet18", pretrained=False, num_classes=2)
-    >>> tlkit.freeze(m, until="layer4")
+    >>> _ = tlkit.freeze(m, until="layer4")
     >>> print(tlkit.trainable_summary(m))  # doctest: +SKIP
 """
 from __future__ import annotations

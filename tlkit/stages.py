@@ -326,6 +326,16 @@ def _is_pointwise_head(units: list[tuple[str, nn.Module]]) -> bool:
 
 
 def _structural_stages(model: nn.Module, head: str) -> list[tuple[str, tuple[str, ...], str]]:
+    """Stages of a torchvision (or plain) network, read from its module structure.
+
+    The body is every top-level child before the head, with block containers (``features``,
+    ``layers``, ``trunk_output``) opened up. Each block is a stage; consecutive plain layers form
+    one (the stem, MNASNet's last 1x1 convolution). The first stage is ``"stem"``, a last stage
+    that only projects with a 1x1 convolution is ``"conv_head"``, the others keep their module
+    path (``"layer2"``, ``"features.3"``). A body of plain layers only (VGG, AlexNet) is cut into
+    ``conv1``..``convN``. A stage's output moves past a max-pool that follows it. Hidden linear
+    layers inside the head container are ``"fc"``; the rest of it is ``"head"``.
+    """
     top = head.split(".")[0]
     children = list(model.named_children())
     body = children[: [n for n, _ in children].index(top)]
