@@ -33,14 +33,14 @@ def lite0():
 
 
 def test_lite0_stage_names(lite0):
-    names = [s.name for s in tlkit.stages(lite0)]
+    names = [s.name for s in tlkit.list_stages(lite0)]
     assert names == ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head", "head"]
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_FAMILIES))
 def test_every_parameter_belongs_to_exactly_one_stage(name):
     model = tlkit.load_backbone(name, pretrained=False)
-    stages = tlkit.stages(model)
+    stages = tlkit.list_stages(model)
     if TORCHVISION_FAMILIES[name] is not None:
         assert [s.name for s in stages] == TORCHVISION_FAMILIES[name]
     assert stages[-1].name == "head" and stages[0].name in {"stem", "conv1"}
@@ -55,15 +55,46 @@ def test_every_parameter_belongs_to_exactly_one_stage(name):
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "vgg16", "convnext_tiny"])
 def test_num_classes_replaces_head(name):
     model = tlkit.load_backbone(name, pretrained=False, num_classes=3)
-    head = model.get_submodule(tlkit.stages(model)[-1].output)
+    head = model.get_submodule(tlkit.list_stages(model)[-1].output)
     assert isinstance(head, torch.nn.Linear) and head.out_features == 3
     out = model(torch.randn(1, 3, 64, 64))
     assert out.shape == (1, 3)
 
 
-def test_replace_head_rejects_bad_sizes(lite0):
-    with pytest.raises(ValueError, match="positive integer"):
-        tlkit.replace_head(lite0, 0)
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2", None])
+def test_replace_head_rejects_bad_sizes_and_changes_nothing(bad):
+    model = tlkit.load_backbone("resnet18", pretrained=False)
+    head = model.fc
+    with pytest.raises(tlkit.ArgumentError, match=r"num_classes must be a positive whole number .*got " + repr(bad)[:2]):
+        tlkit.replace_head(model, bad)
+    assert model.fc is head
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"num_classes": True}, "num_classes must be a positive whole number"),
+    ({"num_classes": 0}, "num_classes must be a positive whole number"),
+    ({"num_classes": -1}, "num_classes must be a positive whole number"),
+    ({"image_size": 64.5}, "image_size must be a whole number of pixels such as 64 or 224; got 64.5 (float)"),
+    ({"image_size": 8}, "image_size=8: use at least 16 pixels"),
+    ({"image_size": True}, "image_size must be a whole number of pixels"),
+    ({"pretrained": "yes"}, "pretrained must be True"),
+])
+def test_load_backbone_bad_arguments_say_what_was_expected(kwargs, message):
+    with pytest.raises(tlkit.ArgumentError) as err:
+        tlkit.load_backbone("resnet18", **{"pretrained": False, **kwargs})
+    assert message in str(err.value)
+
+
+def test_load_backbone_of_none_is_an_argument_error_naming_the_choices():
+    with pytest.raises(tlkit.ArgumentError, match="A backbone is named by a string such as 'efficientnet_lite0'.*got None"):
+        tlkit.load_backbone(None)
+
+
+def test_unknown_names_are_backbone_errors():
+    with pytest.raises(tlkit.BackboneError, match="Unknown backbone 'resnet19'"):
+        tlkit.load_backbone("resnet19")
+    with pytest.raises(tlkit.BackboneError, match="timm has no model 'no_such_net'"):
+        tlkit.load_backbone("timm:no_such_net", pretrained=False)
 
 
 def test_preprocessing_travels_with_the_weights():
@@ -87,7 +118,7 @@ def test_preprocess_refuses_models_it_cannot_know():
 
 
 def test_unknown_backbone_lists_choices():
-    with pytest.raises(ValueError, match="efficientnet_lite0"):
+    with pytest.raises(tlkit.BackboneError, match="efficientnet_lite0"):
         tlkit.load_backbone("resnet19")
 
 
@@ -234,3 +265,40 @@ def test_image_size_feeds_smaller_images_with_the_same_weights():
     assert native.tlkit_backbone.preprocessing.size == 224  # the shared record is not changed
     with pytest.raises(ValueError, match="at least 16"):
         tlkit.load_backbone("efficientnet_lite0", pretrained=False, image_size=8)
+
+
+def test_timm_weights_offline_fail_at_once_with_what_to_do(tmp_path, monkeypatch):
+    """No cached file and an unreachable hub: one quick connection check, no download attempts, a clear error."""
+    import huggingface_hub.constants
+    import timm.models._builder
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    attempts = []
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", lambda *a, **k: attempts.append(a))
+    with pytest.raises(tlkit.WeightsUnavailableError) as err:
+        tlkit.load_backbone("timm:mobilenetv3_small_100")
+    message = str(err.value)
+    assert "timm's 'mobilenetv3_small_100' are not in the local cache" in message
+    assert "http://127.0.0.1:9/timm/mobilenetv3_small_100" in message and "cannot be reached" in message
+    assert str(tmp_path / "hub") in message and "load_backbone('efficientnet_lite0')" in message
+    assert attempts == []  # timm was never asked to download (no retries)
+    assert not (tmp_path / "hub").exists() and not (tmp_path / "torch").exists()
+
+
+def test_timm_weights_load_from_the_local_cache_without_the_network(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    torch.manual_seed(1)
+    state = tlkit.load_backbone("timm:mobilenetv3_small_100", pretrained=False).state_dict()
+    snapshot = tmp_path / "hub" / "models--timm--mobilenetv3_small_100.lamb_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    torch.save(state, snapshot / "pytorch_model.bin")
+    refs = snapshot.parents[1] / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("abc")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = tlkit.load_backbone("timm:mobilenetv3_small_100")
+    assert torch.equal(model.conv_stem.weight, state["conv_stem.weight"])

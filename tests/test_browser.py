@@ -222,7 +222,7 @@ def _check_freeze_explorer(page):
     blocks5 = f"{_expected_trainable('blocks.5'):,} of"
     assert blocks5 != head_only
     sync_api.expect(headline).to_contain_text(blocks5, timeout=_ms())
-    stages = [s.name for s in tlkit.stages(tlkit.load_backbone("efficientnet_lite0", pretrained=False))]
+    stages = [s.name for s in tlkit.list_stages(tlkit.load_backbone("efficientnet_lite0", pretrained=False))]
     sync_api.expect(page.locator(".tlkit-stage[data-frozen='1']")).to_have_count(stages.index("blocks.5"),
                                                                                  timeout=_ms())
     sync_api.expect(page.locator(".tlkit-stage[data-frozen='0']")).to_have_count(

@@ -16,7 +16,7 @@ def _snapshot(model):
 
 def _owner(model, key):
     """Stage name of a state_dict entry."""
-    for stage in tlkit.stages(model):
+    for stage in tlkit.list_stages(model):
         if any(key == m or key.startswith(m + ".") for m in stage.modules):
             return stage.name
     raise KeyError(key)
@@ -39,7 +39,7 @@ def _train_step(model, n_classes, size=64, lr=0.1):
 def test_one_training_step_moves_only_what_is_trainable(name, until):
     model = tlkit.load_backbone(name, pretrained=False, num_classes=3)
     tlkit.freeze(model, until=until)
-    names = [s.name for s in tlkit.stages(model)]
+    names = [s.name for s in tlkit.list_stages(model)]
     first_trainable = names.index(until) if until else len(names) - 1
     before = _snapshot(model)
     _train_step(model, 3, size=64)
@@ -131,3 +131,88 @@ def test_frozen_model_survives_deepcopy():
     mean = clone.layer1[0].bn1.running_mean.clone()
     clone(torch.randn(2, 3, 64, 64))
     assert torch.equal(clone.layer1[0].bn1.running_mean, mean)
+
+
+# --- Dropout and stochastic depth in frozen stages --------------------------------------------
+
+@pytest.mark.parametrize("name,until", [("efficientnet_b0", "features.6"), ("convnext_tiny", "features.7")])
+def test_frozen_dropout_and_stochastic_depth_stay_in_eval_mode(name, until):
+    from torchvision.ops import StochasticDepth
+
+    model = tlkit.load_backbone(name, pretrained=False, num_classes=2)
+    tlkit.freeze(model, until=until)
+    stages = {s.name: s for s in tlkit.list_stages(model)}
+    frozen = [m for s in list(stages)[: list(stages).index(until)]
+              for path in stages[s].modules for m in model.get_submodule(path).modules()
+              if isinstance(m, (StochasticDepth, torch.nn.Dropout))]
+    trainable = [m for path in stages[until].modules for m in model.get_submodule(path).modules()
+                 if isinstance(m, StochasticDepth)]
+    ran = set()
+    for m in frozen + trainable:
+        m.register_forward_hook(lambda module, *_: ran.add(module))
+    model.train()
+    model(torch.randn(2, 3, 32, 32))
+    assert len(frozen) >= 10 and all(tlkit.freezing.is_frozen(m) for m in frozen)
+    assert len(ran.intersection(frozen)) >= 5 and not any(m.training for m in ran.intersection(frozen))
+    assert trainable and all(m.training for m in trainable)
+    # a frozen body computes the same features twice in train mode: nothing random is left in it
+    body = model.features[: int(until.split(".")[1])]
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(body(x), body(x))
+    tlkit.unfreeze(model)
+    model.train()
+    model(x)
+    assert all(m.training for m in frozen)
+
+
+def test_frozen_timm_droppath_stays_in_eval_mode():
+    from timm.layers import DropPath
+
+    model = tlkit.load_backbone("timm:convnext_atto", pretrained=False, num_classes=2)
+    model = type(model)(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), drop_path_rate=0.5, num_classes=2)
+    model.tlkit_backbone = tlkit.backbone_info("timm:convnext_atto")
+    tlkit.freeze(model, until="stages.3")
+    model.train()
+    model(torch.randn(2, 3, 64, 64))
+    drop = [m for m in model.stages[:3].modules() if isinstance(m, DropPath)]
+    assert drop and not any(m.training for m in drop)
+    assert all(m.training for m in model.stages[3].modules() if isinstance(m, DropPath))
+
+
+# --- learning rates ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"lr": 0}, "lr must be a positive number such as 1e-3; got 0 (int)"),
+    ({"lr": -1e-3}, "lr must be a positive number such as 1e-3; got -0.001"),
+    ({"lr": float("nan")}, "lr must be a positive number such as 1e-3; got nan"),
+    ({"lr": 1e-3j}, "lr must be a positive number such as 1e-3; got 0.001j (complex)"),
+    ({"lr": "1e-3"}, "lr must be a positive number such as 1e-3; got '1e-3' (str)"),
+    ({"lr": 1e-3, "body_lr": -1e-4}, "body_lr must be a number >= 0; got -0.0001"),
+    ({"lr": 1e-3, "body_lr": float("inf")}, "body_lr must be a number >= 0; got inf"),
+    ({"lr": 1e-3, "weight_decay": -0.1}, "weight_decay must be a number >= 0; got -0.1"),
+])
+def test_param_groups_refuse_bad_learning_rates(kwargs, message):
+    model = tlkit.freeze(tlkit.load_backbone("resnet18", pretrained=False, num_classes=2), until="layer3")
+    with pytest.raises(tlkit.ArgumentError) as err:
+        tlkit.param_groups(model, **kwargs)
+    assert message in str(err.value)
+
+
+def test_body_lr_zero_keeps_the_body_where_it_is_and_trains_the_head():
+    model = tlkit.freeze(tlkit.load_backbone("resnet18", pretrained=False, num_classes=2), until="layer3")
+    groups = tlkit.param_groups(model, lr=1e-2, body_lr=0)
+    assert [(g["name"], g["lr"]) for g in groups] == [("layer3", 0.0), ("layer4", 0.0), ("head", 1e-2)]
+    before = model.layer3[0].conv1.weight.clone()
+    head = model.fc.weight.clone()
+    _opt = torch.optim.AdamW(groups)
+    model.train()
+    torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 0, 1])).backward()
+    _opt.step()
+    assert torch.equal(model.layer3[0].conv1.weight, before) and not torch.equal(model.fc.weight, head)
+
+
+def test_freeze_refuses_a_stage_that_is_not_a_name():
+    model = tlkit.load_backbone("resnet18", pretrained=False)
+    with pytest.raises(tlkit.ArgumentError, match="until must be a stage name such as 'layer3'.*got 3 .int."):
+        tlkit.freeze(model, until=3)
+    assert all(p.requires_grad for p in model.parameters())

@@ -53,7 +53,7 @@ def small_model(size: int = 64, until: str | None = "blocks.6", num_classes: int
 
 
 def _owner(model, key):
-    for stage in tlkit.stages(model):
+    for stage in tlkit.list_stages(model):
         if any(key == m or key.startswith(m + ".") for m in stage.modules):
             return stage.name
     raise KeyError(key)
@@ -69,7 +69,7 @@ def test_fit_lowers_loss_and_keeps_frozen_stages_frozen(train_ds, val_ds):
     assert history.epochs == 4 and len(history.val_acc) == 4 and len(history.epoch_time) == 4
     assert history.train_loss[-1] < history.train_loss[0]
     assert not model.training, "fit leaves the model in eval mode"
-    names = [s.name for s in tlkit.stages(model)]
+    names = [s.name for s in tlkit.list_stages(model)]
     after = model.state_dict()
     changed_trainable = set()
     for key, old in before.items():

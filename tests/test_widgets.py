@@ -58,7 +58,7 @@ def test_freeze_point_control_shows_what_trainable_summary_reports(model, data):
     before = {n: p.requires_grad for n, p in model.named_parameters()}
     fe = widgets.freeze_explorer(model, train, val)
     fe.widget  # build the controls
-    names = [s.name for s in tlkit.stages(model)]
+    names = [s.name for s in tlkit.list_stages(model)]
     assert [value for _, value in fe.point.options] == names
     assert fe.point.value == "head"
     seen = set()

@@ -2,9 +2,12 @@
 
 The public API, by lesson:
 
-* backbones: :func:`load_backbone`, :func:`preprocess`, :func:`stages`,
-  :func:`replace_head`, :func:`imagenet_classes`
-* freezing: :func:`freeze`, :func:`unfreeze`, :func:`trainable_summary`, :func:`param_groups`
+* backbones (:mod:`tlkit.backbones`): :func:`load_backbone`, :func:`preprocess`, :func:`replace_head`,
+  :func:`imagenet_classes`, :func:`list_backbones`; saving: :func:`save_model`, :func:`load_model`
+* stages (:mod:`tlkit.stages`): :func:`list_stages`, :func:`get_stage`, :func:`num_features`
+* freezing (:mod:`tlkit.freezing`): :func:`freeze`, :func:`unfreeze`, :func:`trainable_summary`,
+  :func:`param_groups`
+* errors (:mod:`tlkit.errors`): :class:`TlkitError` and the specific errors under it
 * data: :mod:`tlkit.datasets`; training: :mod:`tlkit.train`; pictures: :mod:`tlkit.viz`;
   strategy: :mod:`tlkit.advisor`; widgets: :mod:`tlkit.widgets`; exercise checks: :mod:`tlkit.grading`
 """
@@ -26,8 +29,10 @@ from .errors import (
     ArchiveError, ArgumentError, BackboneError, CheckFailed, ClaimNotShown, DatasetError, DownloadError,
     TlkitError, WeightsUnavailableError,
 )
-from .freeze import freeze, param_groups, trainable_summary, unfreeze
-from .stages import Stage, get_stage, num_features, stages
+from .freezing import freeze, param_groups, trainable_summary, unfreeze
+from .stages import Stage, get_stage, list_stages, num_features
+from . import stages, freezing
+from .saving import load_model, save_model
 from . import viz
 from . import datasets
 from . import advisor
@@ -41,7 +46,7 @@ __all__ = [
     "TlkitError", "ArgumentError", "BackboneError", "DatasetError", "ArchiveError", "CheckFailed", "ClaimNotShown",
     "DEFAULT_BACKBONE", "Backbone", "Preprocessing", "WeightsUnavailableError", "DownloadError", "Stage",
     "backbone_info", "default_device", "freeze", "get_stage", "imagenet_classes", "list_backbones",
-    "load_backbone", "num_features", "param_groups", "preprocess", "replace_head", "stages",
+    "list_stages", "load_backbone", "load_model", "save_model", "num_features", "param_groups", "preprocess", "replace_head",
     "trainable_summary", "unfreeze",
 ]
 __all__ += ["History", "LRFinderResult", "evaluate", "fit", "lr_find", "predict",

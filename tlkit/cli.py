@@ -22,8 +22,39 @@ def _network_reachable(host: str = "download.pytorch.org", port: int = 443, time
         return f"no ({host}: {exc.__class__.__name__}: {exc}); bundled backbones and the mirror still work"
 
 
+def _problem(exc: BaseException) -> str:
+    return f"PROBLEM: {type(exc).__name__}: {exc}"
+
+
+def _checked(label: str, compute) -> str:
+    """``label`` and what ``compute()`` says; a problem it raises becomes the line, not a traceback."""
+    try:
+        return f"{label}{compute()}"
+    except Exception as exc:  # noqa: BLE001 - the doctor reports every problem and carries on
+        return f"{label}{_problem(exc)}"
+
+
+def _cache_line(kind: str, variable: str) -> str:
+    from .download import cache_dir
+
+    try:
+        return f"{cache_dir(kind)}  ({variable})"
+    except OSError as exc:
+        where = os.environ.get(variable) or "the user's cache folder"
+        if os.environ.get(variable) and os.path.isfile(os.path.expanduser(where)):
+            where += " is a file, not a folder"
+        return (f"PROBLEM: cannot create the {kind} cache ({where}): {type(exc).__name__}: {exc}. "
+                f"What to do: point {variable} at a writable folder, e.g. export {variable}=/tmp/tlkit-{kind}")
+
+
 def doctor(network: bool = True) -> str:
-    """A report of versions, device, usable backbones, caches and network, as text."""
+    """A report of versions, device, usable backbones, caches and network, as text.
+
+    It never stops at the first problem: a cache folder that cannot be created, a bad
+    ``TLKIT_DEVICE`` or a missing package each become a ``PROBLEM:`` line saying what to do.
+    """
+    import warnings
+
     import torch
     import torchvision
     import timm
@@ -31,29 +62,43 @@ def doctor(network: bool = True) -> str:
     from . import __version__
     from .backbones import backbone_info, list_backbones, weights_status
     from .devices import default_device
-    from .download import cache_dir, mirror
+    from .download import mirror
 
     lines = [f"tlkit {__version__}",
              f"Python {platform.python_version()} ({sys.executable})",
              f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}"]
-    dev, why = default_device()
-    lines.append(f"device: {dev} - {why}")
+
+    def device_line() -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a fallback is said on the line itself
+            dev, why = default_device()
+        return f"{dev} - {why}"
+
+    lines.append(_checked("device: ", device_line))
     lines.append("backbones:")
     for name in list_backbones():
-        status = weights_status(name)
-        info = backbone_info(name)
-        where = info.weights_path or ""
-        lines.append(f"  {name:<20} {status:<16} {where}")
+        lines.append(_checked(f"  {name:<20} ",
+                              lambda: f"{weights_status(name):<16} {backbone_info(name).weights_path or ''}"))
     lines.append("  timm:<name>          any timm model, through timm's own download and cache")
-    from . import datasets
-
     lines.append("datasets:")
-    for name in datasets.list_datasets():
-        lines.append(f"  {name:<20} {datasets.status(name)}")
-    lines.append(f"data cache:     {cache_dir('data')}  (TLKIT_DATA)")
-    lines.append(f"feature cache:  {cache_dir('features')}  (TLKIT_CACHE)")
-    lines.append(f"weights cache:  {torch.hub.get_dir()}/checkpoints  (TORCH_HOME)")
-    lines.append(f"mirror:         {mirror() or 'none'}  (TLKIT_MIRROR)")
+    try:
+        from . import datasets
+
+        names = datasets.list_datasets()
+    except Exception as exc:  # noqa: BLE001
+        names = []
+        lines.append(f"  {_problem(exc)}")
+    for name in names:
+        try:
+            lines.append(f"  {name:<20} {datasets.status(name)}")
+        except OSError:
+            lines.append(f"  {name:<20} unknown (see the data cache line)")
+        except Exception as exc:  # noqa: BLE001
+            lines.append(f"  {name:<20} {_problem(exc)}")
+    lines.append(f"data cache:     {_cache_line('data', 'TLKIT_DATA')}")
+    lines.append(f"feature cache:  {_cache_line('features', 'TLKIT_CACHE')}")
+    lines.append(_checked("weights cache:  ", lambda: f"{torch.hub.get_dir()}/checkpoints  (TORCH_HOME)"))
+    lines.append(_checked("mirror:         ", lambda: f"{mirror() or 'none'}  (TLKIT_MIRROR)"))
     lines.append(f"network:        {_network_reachable() if network else 'not checked (--no-network)'}")
     return "\n".join(lines)
 

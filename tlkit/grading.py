@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_info
-from .stages import get_stage, head_path, stages
+from .stages import get_stage, head_path, list_stages as stages
 from .errors import CheckFailed, ClaimNotShown
 
 __all__ = [

@@ -39,7 +39,7 @@ from ._batches import Batches, clear_image_cache
 from ._progress import Progress, say
 from .backbones import Preprocessing, backbone_info
 from .devices import default_device
-from .freeze import param_groups as stage_param_groups
+from .freezing import param_groups as stage_param_groups
 from .stages import head_path
 
 __all__ = ["fit", "evaluate", "predict", "lr_find", "History", "LRFinderResult", "clear_cache"]

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from ..stages import stages
+from ..stages import list_stages as stages
 
 ImageLike = Image.Image | torch.Tensor | str | Path
 

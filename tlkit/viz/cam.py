@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..stages import stages
+from ..stages import list_stages as stages
 from ._common import (ImageLike, class_index, class_names, eval_mode, finish, hide_ticks, new_figure,
                       resolve_layer, run_until, show_input, to_input)
 

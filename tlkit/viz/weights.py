@@ -22,7 +22,7 @@ from matplotlib.ticker import PercentFormatter
 from torch import nn
 from torchvision.utils import make_grid
 
-from ..stages import stages
+from ..stages import list_stages as stages
 from ._common import finish, find_conv, hide_ticks, new_figure, title
 
 __all__ = ["filters", "filter_drift", "weight_drift", "stage_drift"]

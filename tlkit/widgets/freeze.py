@@ -16,8 +16,8 @@ import ipywidgets as W
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..freeze import TrainableSummary, freeze, trainable_summary
-from ..stages import stage_names
+from ..freezing import TrainableSummary, freeze, trainable_summary
+from ..stages import list_stages
 from ._base import RunStopped, _block, _check_dataset, _copy_for, _count, _display, _Explorer, _log, _percent, _png
 
 __all__ = ["FreezeExplorer", "FreezeRun", "freeze_explorer"]
@@ -90,7 +90,7 @@ class FreezeExplorer(_Explorer):
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
         self.augment, self.seed, self.device = augment, seed, device
         self.fit_kwargs = dict(fit_kwargs or {})
-        self.points: list[str] = stage_names(backbone)
+        self.points: list[str] = [s.name for s in list_stages(backbone)]
         """The freeze points, in forward order: every stage name (``points[-1] == "head"``)."""
         self.runs: list[FreezeRun] = []
         n_classes = len(train.classes) if train is not None else None

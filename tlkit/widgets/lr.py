@@ -16,8 +16,8 @@ import ipywidgets as W
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..freeze import freeze, param_groups
-from ..stages import stage_names
+from ..freezing import freeze, param_groups
+from ..stages import list_stages
 from ._base import RunStopped, _check_dataset, _copy_for, _display, _Explorer, _percent, _png
 
 __all__ = ["LRExplorer", "LRRun", "lr_explorer"]
@@ -103,7 +103,7 @@ class LRExplorer(_Explorer):
         self.epochs, self.batch_size, self.augment = epochs, batch_size, augment
         self.schedule, self.seed, self.device = schedule, seed, device
         self.lr_find_steps = lr_find_steps
-        self.points = stage_names(backbone)
+        self.points = [s.name for s in list_stages(backbone)]
         self.until = self._check_point(until if until is not None else self.points[max(0, len(self.points) - 3)])
         self.head_lr = self._check_lr(head_lr, "head_lr")
         self.body_lr = self._check_lr(body_lr, "body_lr")

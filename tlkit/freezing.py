@@ -4,16 +4,18 @@
 
 1. ``requires_grad = False`` on every parameter of the stages before ``until``, so the
    optimizer cannot change them;
-2. the BatchNorm layers in those stages keep using (and never update) their running
-   statistics, even after ``model.train()``. A frozen BN layer in train mode would still
-   normalise with batch statistics and overwrite its ImageNet running mean and variance,
-   silently changing the "frozen" features. tlkit installs a forward pre-hook on each
-   frozen BN layer that puts it back into eval mode before every forward pass.
+2. the layers in those stages that behave differently in training keep their eval
+   behaviour, even after ``model.train()``. A frozen BatchNorm layer in train mode would
+   still normalise with batch statistics and overwrite its ImageNet running mean and
+   variance; a frozen Dropout or stochastic-depth layer (``DropPath``, ``StochasticDepth``)
+   would still zero random activations or whole blocks: either way the "frozen" features
+   would change from one batch to the next. tlkit installs a forward pre-hook on each such
+   frozen layer that puts it back into eval mode before every forward pass.
 
 Example:
     >>> import tlkit
     >>> m = tlkit.load_backbone("resnet18", pretrained=False, num_classes=2)
-    >>> tlkit.freeze(m, until="layer4")
+    >>> _ = tlkit.freeze(m, until="layer4")
     >>> print(tlkit.trainable_summary(m))  # doctest: +SKIP
 """
 from __future__ import annotations
@@ -21,27 +23,64 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+import math
+import numbers
+
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
-from .stages import Stage, get_stage, stages
+from .errors import ArgumentError
 
-__all__ = ["freeze", "unfreeze", "is_frozen_bn", "trainable_summary", "TrainableSummary", "param_groups"]
+from .stages import Stage, get_stage, list_stages
+
+__all__ = ["freeze", "unfreeze", "is_frozen_bn", "is_frozen", "trainable_summary", "TrainableSummary",
+           "param_groups"]
+
+
+def _random_layer_types() -> tuple[type, ...]:
+    """Layers that are random in training: Dropout, and stochastic depth (torchvision's and timm's)."""
+    kinds: list[type] = [_DropoutNd, nn.AlphaDropout]
+    try:
+        from torchvision.ops import StochasticDepth
+
+        kinds.append(StochasticDepth)
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        pass
+    try:
+        from timm.layers import DropBlock2d, DropPath
+
+        kinds += [DropPath, DropBlock2d]
+    except ImportError:  # pragma: no cover - timm is a dependency
+        pass
+    return tuple(kinds)
+
+
+_RANDOM_LAYERS = _random_layer_types()
+
+
+def _behaves_differently_in_training(module: nn.Module) -> bool:
+    return isinstance(module, (_BatchNorm, *_RANDOM_LAYERS))
 
 
 def _keep_eval(module: nn.Module, args) -> None:
-    """Forward pre-hook: a frozen BatchNorm layer always runs in eval mode."""
+    """Forward pre-hook: a frozen BatchNorm, Dropout or stochastic-depth layer always runs in eval mode."""
     if getattr(module, "tlkit_frozen", False):
         module.training = False
 
 
-def _set_bn_frozen(bn: nn.Module, frozen: bool) -> None:
-    if not getattr(bn, "tlkit_hooked", False):
-        bn.register_forward_pre_hook(_keep_eval)
-        bn.tlkit_hooked = True
-    bn.tlkit_frozen = frozen
+def _set_frozen(layer: nn.Module, frozen: bool) -> None:
+    if not getattr(layer, "tlkit_hooked", False):
+        layer.register_forward_pre_hook(_keep_eval)
+        layer.tlkit_hooked = True
+    layer.tlkit_frozen = frozen
     if frozen:
-        bn.eval()
+        layer.eval()
+
+
+def is_frozen(module: nn.Module) -> bool:
+    """True for a BatchNorm, Dropout or stochastic-depth layer that ``freeze`` keeps in eval mode."""
+    return _behaves_differently_in_training(module) and getattr(module, "tlkit_frozen", False)
 
 
 def is_frozen_bn(module: nn.Module) -> bool:
@@ -58,7 +97,7 @@ def freeze(model: nn.Module, until: str | None = None, *, include_head: bool = F
     """Freeze every stage before ``until``; everything from ``until`` on stays trainable.
 
     Args:
-        model: a model whose stages tlkit knows (see :func:`tlkit.stages`).
+        model: a model whose stages tlkit knows (see :func:`tlkit.list_stages`).
         until: first stage that stays trainable. ``None`` freezes the whole body (every
             stage but the head): the "fixed feature extractor" set-up.
         include_head: also freeze the head (the whole model becomes frozen).
@@ -71,24 +110,28 @@ def freeze(model: nn.Module, until: str | None = None, *, include_head: bool = F
     >>> _ = tlkit.freeze(m)          # train only the new head
     >>> _ = tlkit.freeze(m, until="blocks.5")   # also fine-tune the last blocks
     """
-    all_stages = stages(model)
+    if until is not None and not isinstance(until, str):
+        raise ArgumentError(f"until must be a stage name such as 'layer3' (see tlkit.list_stages(model)) or None; "
+                            f"got {until!r} ({type(until).__name__}).")
+    all_stages = list_stages(model)
     stop = len(all_stages) - 1 if until is None else [s.name for s in all_stages].index(get_stage(model, until).name)
     for i, stage in enumerate(all_stages):
         frozen = i < stop or (include_head and stage.name == "head")
         for module in _modules_of(model, stage):
             for p in module.parameters(recurse=False):
                 p.requires_grad_(not frozen)
-            if isinstance(module, _BatchNorm):
-                _set_bn_frozen(module, frozen)
+            if _behaves_differently_in_training(module):
+                _set_frozen(module, frozen)
     return model
 
 
 def unfreeze(model: nn.Module) -> nn.Module:
-    """Make every parameter trainable and let every BatchNorm layer follow ``model.train()`` again."""
+    """Make every parameter trainable and let every BatchNorm, Dropout and stochastic-depth layer follow
+    ``model.train()`` again."""
     for p in model.parameters():
         p.requires_grad_(True)
     for module in model.modules():
-        if isinstance(module, _BatchNorm) and getattr(module, "tlkit_hooked", False):
+        if getattr(module, "tlkit_hooked", False):
             module.tlkit_frozen = False
             module.training = model.training
     return model
@@ -158,7 +201,7 @@ def trainable_summary(model: nn.Module) -> TrainableSummary:
     True
     """
     rows = []
-    for stage in stages(model):
+    for stage in list_stages(model):
         params = [p for path in stage.modules for p in model.get_submodule(path).parameters()]
         trainable = sum(p.numel() for p in params if p.requires_grad)
         frozen = sum(p.numel() for p in params if not p.requires_grad)
@@ -177,6 +220,15 @@ def trainable_summary(model: nn.Module) -> TrainableSummary:
     return TrainableSummary(name, rows)
 
 
+def _check_rate(name: str, value, *, zero_ok: bool) -> float:
+    """A learning rate or weight decay: a real, finite number, positive (or zero where allowed)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not zero_ok):
+        expected = "a number >= 0" if zero_ok else "a positive number such as 1e-3"
+        raise ArgumentError(f"{name} must be {expected}; got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
 def param_groups(model: nn.Module, lr: float, *, body_lr: float | None = None, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer parameter groups for discriminative fine-tuning.
 
@@ -186,6 +238,11 @@ def param_groups(model: nn.Module, lr: float, *, body_lr: float | None = None, w
     out, so the optimizer holds exactly the trainable ones. Each group carries its stage
     name under ``"name"``.
 
+    ``body_lr=0`` gives every trainable body stage a learning rate of 0 (the limit of the
+    spacing as ``body_lr`` shrinks): their weights stay put while only the head learns. It
+    does not freeze them: their gradients are still computed and their BatchNorm statistics
+    still follow ``model.train()``. To keep the body truly fixed, use :func:`freeze`.
+
     >>> import torch, tlkit
     >>> m = tlkit.freeze(tlkit.load_backbone("resnet18", pretrained=False), until="layer3")
     >>> groups = param_groups(m, lr=1e-3)
@@ -193,20 +250,20 @@ def param_groups(model: nn.Module, lr: float, *, body_lr: float | None = None, w
     [('layer3', 0.0001), ('layer4', 0.000316), ('head', 0.001)]
     >>> opt = torch.optim.AdamW(groups)
     """
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    body_lr = lr / 10 if body_lr is None else body_lr
+    lr = _check_rate("lr", lr, zero_ok=False)
+    body_lr = lr / 10 if body_lr is None else _check_rate("body_lr", body_lr, zero_ok=True)
+    weight_decay = _check_rate("weight_decay", weight_decay, zero_ok=True)
     groups = []
-    for stage in stages(model):
+    for stage in list_stages(model):
         params = [p for path in stage.modules for p in model.get_submodule(path).parameters() if p.requires_grad]
         if params:
             groups.append({"name": stage.name, "params": params, "weight_decay": weight_decay})
     if not groups:
-        raise ValueError("every parameter is frozen: there is nothing to optimise. Call tlkit.freeze(model) "
-                         "without include_head=True, or tlkit.unfreeze(model).")
+        raise ArgumentError("every parameter is frozen: there is nothing to optimise. Call tlkit.freeze(model) "
+                            "without include_head=True, or tlkit.unfreeze(model).")
     body = [g for g in groups if g["name"] != "head"]
     for i, group in enumerate(body):
-        group["lr"] = body_lr * (lr / body_lr) ** (i / len(body)) if len(body) else lr
+        group["lr"] = 0.0 if body_lr == 0 else body_lr * (lr / body_lr) ** (i / len(body))
     for group in groups:
         group.setdefault("lr", lr)
     return groups
