@@ -115,15 +115,18 @@ def decode(ds: Any, pre: Preprocessing, progress: bool = False) -> torch.Tensor:
     return out
 
 
+CGROUP_MEMORY_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+"""(limit, usage) files of a container's memory limit: cgroup v2, then v1."""
+
+
 def _available_memory() -> int | None:
     """Bytes of RAM still available, within a container's limit where there is one (Linux only)."""
     try:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in CGROUP_MEMORY_FILES:
         try:
             with open(limit_file) as f:
                 limit = int(f.read().strip())

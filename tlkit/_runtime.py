@@ -123,9 +123,9 @@ def check_dataset(dataset: Any, what: str = "dataset", *, training: bool = False
     """
     for attr in ("classes", "targets"):
         if not hasattr(dataset, attr):
-            raise DatasetError(f"{what} must be a dataset with .classes and .targets (a tlkit ImageDataset or a "
+            raise ArgumentError(f"{what} must be a dataset with .classes and .targets (a tlkit ImageDataset or a "
                                f"torchvision ImageFolder), got {type(dataset).__name__}. Load one with "
-                               "tlkit.datasets.load(...).")
+                                "tlkit.datasets.load(...).")
     if len(dataset) == 0:
         raise DatasetError(f"{what} is empty: it has no images. Check the folder and the split.")
     n = len(dataset.classes)
