@@ -256,10 +256,10 @@ def test_lr_find_stops_on_divergence(train_ds):
 
 def test_the_gpu_code_path_runs_with_bfloat16_autocast(train_ds, val_ds, monkeypatch):
     """No GPU in CI: force the autocast branch on the CPU to check that the mixed-precision code path works."""
-    from tlkit import features, train
+    from tlkit import _runtime, features, train
 
-    monkeypatch.setattr(train, "_amp", lambda device: True)
-    monkeypatch.setattr(features, "_amp", lambda device: True)
+    for module in (_runtime, train, features):  # each uses tlkit._runtime.uses_amp under that name
+        monkeypatch.setattr(module, "uses_amp", lambda device: True)
     model = small_model()
     history = fit(model, train_ds, val_ds, epochs=1, batch_size=8, progress=False)
     assert all(math.isfinite(v) for v in history.train_loss + history.val_loss)
