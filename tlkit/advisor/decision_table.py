@@ -332,13 +332,14 @@ def advise(num_images: int, num_classes: int, similarity: str | float,
     num_images = _check_int(num_images, "num_images (the number of training images)", 0)
     num_classes = _check_int(num_classes, "num_classes", 0)
     if num_classes < 2:
-        raise ArgumentError(f"num_classes={num_classes}: a classifier needs at least 2 classes. If your folder shows one "
-                         "class, point tlkit at the folder that contains one sub-folder per class.")
+        raise ArgumentError(f"num_classes={num_classes}: a classifier needs at least 2 classes. If your folder "
+                            "shows one class, point tlkit at the folder that contains one sub-folder per class.")
     if num_images == 0:
         raise ArgumentError("num_images=0: there are no training images. Check the dataset path and the split.")
     if num_images < num_classes:
-        raise ArgumentError(f"num_images={num_images} is fewer than num_classes={num_classes}: some classes have no training "
-                         "image at all, and nothing can learn them. Add images or drop the empty classes.")
+        raise ArgumentError(f"num_images={num_images} is fewer than num_classes={num_classes}: some classes have "
+                            "no training image at all, and nothing can learn them. Add images or drop the empty "
+                            "classes.")
     sim, score = _similarity(similarity)
     name, names = _backbone_name_and_stages(model)
     per_class = num_images / num_classes

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -78,7 +78,8 @@ def augmentations(dataset, augment, n: int = 8, index: int = 0, *, seed: int = 0
         classes, targets = getattr(dataset, "classes", None), getattr(dataset, "targets", None)
         name = f" ({classes[targets[index]]})" if classes is not None and targets is not None else ""
     else:
-        raise TypeError(f"expected an ImageDataset (with load_image), a PIL image or a path, got {type(dataset).__name__}")
+        raise TypeError(f"expected an ImageDataset (with load_image), a PIL image or a path, "
+                        f"got {type(dataset).__name__}")
     what = "the augmentation"
     if isinstance(augment, str):
         from .. import datasets
@@ -86,7 +87,8 @@ def augmentations(dataset, augment, n: int = 8, index: int = 0, *, seed: int = 0
         what = f"the {augment!r} augmentation"
         augment = datasets.augmentation(augment)
     if not callable(augment):
-        raise TypeError(f"augment must be a preset name or a callable (a torchvision transform), got {type(augment).__name__}")
+        raise TypeError(f"augment must be a preset name or a callable (a torchvision transform), "
+                        f"got {type(augment).__name__}")
 
     python_state = random.getstate()
     with torch.random.fork_rng(devices=[]):
@@ -109,6 +111,6 @@ def augmentations(dataset, augment, n: int = 8, index: int = 0, *, seed: int = 0
         hide_ticks(ax)
     for ax in axes[len(tiles):]:
         ax.axis("off")
-    where = f"Image {index}{name}" if hasattr(ds, "load_image") else "The image"
+    where = f"Image {index}{name}" if hasattr(dataset, "load_image") else "The image"
     fig.suptitle(f"{where} under {n} random draws of {what} (seed {seed})")
     return finish(fig, images=images, original=tiles[0][0])

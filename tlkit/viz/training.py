@@ -111,7 +111,9 @@ class _Transformed:
     def __init__(self, dataset, transform):
         self.dataset, self.transform = dataset, transform
         targets = getattr(dataset, "targets", None)
-        self.targets = [int(t) for t in (targets if targets is not None else (dataset[i][1] for i in range(len(dataset))))]
+        if targets is None:
+            targets = [dataset[i][1] for i in range(len(dataset))]
+        self.targets = [int(t) for t in targets]
         self.classes = list(getattr(dataset, "classes", None) or range(max(self.targets) + 1))
 
     def __len__(self) -> int:
