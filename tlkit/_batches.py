@@ -268,7 +268,7 @@ def resolve_augment(augment: str | Callable | None) -> BatchAugment | Callable:
     if isinstance(augment, str):
         if augment not in AUGMENTS:
             raise ArgumentError(f"Unknown augment={augment!r}. Use one of {', '.join(map(repr, AUGMENTS))}, None, "
-                             "or a callable that takes a uint8 batch (B, 3, H, W) and returns a batch.")
+                                "or a callable that takes a uint8 batch (B, 3, H, W) and returns a batch.")
         return AUGMENTS[augment]
     if callable(augment):
         return augment

@@ -124,7 +124,7 @@ def check_dataset(dataset: Any, what: str = "dataset", *, training: bool = False
     for attr in ("classes", "targets"):
         if not hasattr(dataset, attr):
             raise ArgumentError(f"{what} must be a dataset with .classes and .targets (a tlkit ImageDataset or a "
-                               f"torchvision ImageFolder), got {type(dataset).__name__}. Load one with "
+                                f"torchvision ImageFolder), got {type(dataset).__name__}. Load one with "
                                 "tlkit.datasets.load(...).")
     if len(dataset) == 0:
         raise DatasetError(f"{what} is empty: it has no images. Check the folder and the split.")

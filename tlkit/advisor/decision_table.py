@@ -299,7 +299,7 @@ def _similarity(similarity: str | float) -> tuple[str, float | None]:
         return s, None
     if isinstance(similarity, bool) or not isinstance(similarity, Real) or not 0 <= float(similarity) <= 1:
         raise ArgumentError(f"similarity must be 'similar', 'different' or a number in [0, 1] (0 = unlike ImageNet, "
-                         f"1 = like it), got {similarity!r}")
+                            f"1 = like it), got {similarity!r}")
     score = float(similarity)
     return ("similar" if score >= SIMILARITY_THRESHOLD else "different"), score
 
