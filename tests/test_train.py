@@ -448,5 +448,8 @@ def test_the_image_cache_is_a_bounded_locked_lru(train_ds):
     for t in threads:
         t.join()
     assert len(shared) == 50
+    from tlkit.advisor.measurement import STAGE_MEMORY
+
+    STAGE_MEMORY.put("k", torch.zeros(1))
     tlkit.train.clear_cache()
-    assert len(_batches.IMAGE_CACHE) == 0
+    assert len(_batches.IMAGE_CACHE) == 0 and len(STAGE_MEMORY) == 0 and len(tlkit.features.MEMORY) == 0

@@ -16,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
-__all__ = ["LRUCache", "content_key"]
+__all__ = ["LRUCache", "content_key", "clear_all"]
+
+_ALL_CACHES: "weakref.WeakSet[LRUCache]" = weakref.WeakSet()
 
 
 _FILE_DIGESTS: dict[tuple, str] = {}
@@ -80,6 +83,7 @@ class LRUCache:
         self.max_items, self.max_bytes, self._size = max_items, max_bytes, size
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
+        _ALL_CACHES.add(self)
 
     def get(self, key: Hashable, default: Any = None) -> Any:
         with self._lock:
@@ -109,3 +113,9 @@ class LRUCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+def clear_all() -> None:
+    """Empty every tlkit cache in this process (decoded images, features, stage outputs)."""
+    for cache in list(_ALL_CACHES):
+        cache.clear()

@@ -37,6 +37,7 @@ from torch import nn
 
 from . import features
 from ._batches import Batches, clear_image_cache
+from ._cache import clear_all
 from ._progress import Progress, say
 from ._runtime import (check_dataset, check_head, chunks, eval_mode, precision, predict_proba, preprocessing_of,
                        resolve_device, to_device, uses_amp)
@@ -448,9 +449,13 @@ def _lr_find(model, dataset, start, end, steps, batch_size, augment, weight_deca
 
 
 def clear_cache() -> None:
-    """Free the decoded images and the extracted features that tlkit keeps in memory."""
+    """Free the decoded images, extracted features and stage outputs that tlkit keeps in memory.
+
+    The disk cache of features stays (``tlkit.download.cache_dir("features")``).
+    """
     clear_image_cache()
     features.clear_memory_cache()
+    clear_all()  # and every other tlkit cache, e.g. the advisor's stage outputs
 
 
 # Feature extraction lives in tlkit/features.py; ``tlkit.train`` shows it too, since training a
