@@ -25,10 +25,6 @@ __all__ = ["LRUCache", "content_key", "clear_all"]
 _ALL_CACHES: "weakref.WeakSet[LRUCache]" = weakref.WeakSet()
 
 
-_FILE_DIGESTS: dict[tuple, str] = {}
-_FILE_LOCK = threading.Lock()
-
-
 def _file_digest(path: Any) -> str:
     """A content hash of one file, computed once per (path, size, mtime, ctime, inode).
 
@@ -37,16 +33,14 @@ def _file_digest(path: Any) -> str:
     """
     st = os.stat(path)
     memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    with _FILE_LOCK:
-        found = _FILE_DIGESTS.get(memo)
+    found = FILE_DIGESTS.get(memo)
     if found is None:
         h = hashlib.blake2b(digest_size=16)
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         found = h.hexdigest()
-        with _FILE_LOCK:
-            _FILE_DIGESTS[memo] = found
+        FILE_DIGESTS.put(memo, found)
     return found
 
 
@@ -119,3 +113,7 @@ def clear_all() -> None:
     """Empty every tlkit cache in this process (decoded images, features, stage outputs)."""
     for cache in list(_ALL_CACHES):
         cache.clear()
+
+
+FILE_DIGESTS = LRUCache(max_items=200_000)
+"""Content hash of each file version seen (by path, size, mtime, ctime and inode): about 200 bytes each."""
