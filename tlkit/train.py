@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import features
-from ._batches import Batches, clear_image_cache
+from ._batches import Batches, clear_image_cache, gives_tensors
 from ._cache import clear_all
 from ._progress import Progress, say
 from ._runtime import (check_dataset, check_head, chunks, eval_mode, precision, predict_proba, preprocessing_of,
@@ -241,7 +241,7 @@ def _fit(model, dataset, val, epochs, lr, param_groups, batch_size, schedule, au
             if not math.isfinite(history.train_loss[-1]):
                 warnings.warn(f"the training loss became {history.train_loss[-1]} in epoch {epoch}: the learning "
                               f"rate {lr:g} is too high for this model. Stopped; try a smaller lr (lr_find "
-                              "suggests one).", RuntimeWarning, stacklevel=2)
+                              "suggests one).", RuntimeWarning, stacklevel=3)
                 break
             if callback is not None and callback(epoch, history) is False:
                 bar.line(f"stopped by the callback after epoch {epoch}")
@@ -280,7 +280,8 @@ def evaluate(model: nn.Module, dataset: Any, batch_size: int = 64, device: str |
     check_head(model, list(dataset.classes))
     device = resolve_device(device)
     to_device(model, device)
-    batches = Batches(dataset, preprocessing_of(model), batch_size=batch_size, device=device, progress=progress)
+    pre = preprocessing_of(model, required=not gives_tensors(dataset))  # ready tensors need no preprocessing
+    batches = Batches(dataset, pre, batch_size=batch_size, device=device, progress=progress)
     loss, acc = _evaluate(model, batches, device)
     return {"loss": loss, "accuracy": acc}
 
