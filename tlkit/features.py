@@ -109,10 +109,10 @@ def _weights_digest(model: nn.Module, skip: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _cache_key(model: nn.Module, ds: Any, stage: str | None, device: torch.device) -> str | None:
+def _cache_key(model: nn.Module, dataset: Any, stage: str | None, device: torch.device) -> str | None:
     """What the features depend on: backbone, weights, preprocessing, the dataset's file contents,
     stage, precision, and the torch and tlkit versions that computed them."""
-    ds_key = content_key(ds)
+    ds_key = content_key(dataset)
     if ds_key is None:
         return None
     info = getattr(model, "tlkit_backbone", None)

@@ -179,7 +179,7 @@ def _split(dataset, fraction: float, seed: int):
         k = max(1, round(fraction * len(members)))
         if k >= len(members):
             raise DatasetError(f"class {dataset.classes[c]!r} has only {len(members)} image(s): too few to hold some "
-                             "out for validation. Pass val=... or add images.")
+                               "out for validation. Pass val=... or add images.")
         val_idx += rng.choice(members, size=k, replace=False).tolist()
     held = set(val_idx)
     train_idx = [i for i in range(len(targets)) if i not in held]

@@ -177,7 +177,7 @@ def confusion(model: nn.Module, dataset, *, normalize: bool = False, probs: torc
         dataset: an ``ImageDataset`` (``classes``, ``targets``, ``load_image``) or any dataset of
             ``(image, label)`` pairs.
         normalize: colour by the share of each true class instead of counts.
-        probs: predicted probabilities (N×C) if you already have them (``tlkit.train.predict``).
+        probs: predicted probabilities (N×C) if you already have them (``tlkit.predict_proba``).
 
     ``fig.tlkit_data`` holds ``matrix`` (counts), ``classes`` and ``accuracy``.
 
