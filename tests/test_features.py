@@ -254,3 +254,21 @@ def test_a_read_only_cache_folder_costs_only_a_recomputation(tmp_path, monkeypat
     assert len(messages) == 1 and "not writable" in messages[0]
     assert torch.equal(g.x, f.x)
     assert set(folder.iterdir()) == before, "nothing was written, no .part file left behind"
+
+
+def test_train_head_is_seeded_locally_and_reports_by_default(capsys):
+    import inspect
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 8, generator=g), torch.arange(40) % 2
+    f = Features(x, y, ["a", "b"])
+    assert inspect.signature(train_head).parameters["progress"].default is True
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    h1 = train_head(f, f, epochs=3, seed=1)
+    assert torch.equal(torch.get_rng_state(), state), "train_head reseeded torch's global generator"
+    out = capsys.readouterr().out
+    assert "train_head: 3 epochs" in out and "val loss" in out
+    h2 = train_head(f, f, epochs=3, seed=1, progress=False)
+    assert capsys.readouterr().out == ""
+    assert h1.train_loss == h2.train_loss and h1.val_acc == h2.val_acc

@@ -321,13 +321,15 @@ def linear_probe(train_features: Features, val_features: Features, C: float = 1.
 
 def train_head(train_features: Features, val_features: Features | None = None, epochs: int = 25,
                lr: float = 1e-2, *, batch_size: int = 32, weight_decay: float = 0.0, head: nn.Linear | None = None,
-               seed: int = 0, label: str | None = None, progress: bool = False,
+               seed: int = 0, label: str | None = None, progress: bool = True,
                callback: Callable[[int, History], Any] | None = None) -> History:
     """Train a linear classifier (``nn.Linear``) on cached features with AdamW and cross-entropy.
 
     The same training loop as ``fit``, but on feature vectors instead of images, so an epoch
     takes milliseconds. Pass ``head=model.classifier`` (the model's own head, right size) to
     train it in place and get a complete fine-tuned model; otherwise a new layer is made.
+    ``seed`` fixes the new layer's initial weights and the batch order without touching torch's
+    global generator. ``progress``: a bar over the epochs, then one summary line.
 
     >>> history = train_head(ftrain, fval, epochs=25, lr=1e-2)  # doctest: +SKIP
     >>> history.val_acc[-1]  # doctest: +SKIP
@@ -356,7 +358,9 @@ def train_head(train_features: Features, val_features: Features | None = None, e
     batch_size = min(batch_size, n)
     history = History(label=label or "linear head on features", images_per_epoch=n,
                       device=f"{device.type} (float32)")
+    bar = Progress(epochs, desc=history.label, enabled=progress and epochs > 1, unit="epoch")
     head.train()
+    start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         history.lr.append(lr)
@@ -378,14 +382,18 @@ def train_head(train_features: Features, val_features: Features | None = None, e
                 history.val_loss.append(F.cross_entropy(out, yv).item())
                 history.val_acc.append((out.argmax(1) == yv).float().mean().item())
         history.epoch_time.append(time.perf_counter() - t0)
-        if progress:
-            text = f"epoch {epoch}/{epochs}  train loss {history.train_loss[-1]:.4f} acc {history.train_acc[-1]:.3f}"
-            if xv is not None:
-                text += f"  val loss {history.val_loss[-1]:.4f} acc {history.val_acc[-1]:.3f}"
-            say(text)
+        bar.update()
+        bar.describe(history.label, loss=f"{history.train_loss[-1]:.3f}",
+                     **({"val_acc": f"{history.val_acc[-1]:.3f}"} if history.val_acc else {}))
         if not math.isfinite(history.train_loss[-1]):
             break
         if callback is not None and callback(epoch, history) is False:
             break
+    bar.close()
     head.eval()
+    text = (f"train_head: {history.epochs} epochs in {time.perf_counter() - start:.2f}s, train loss "
+            f"{history.train_loss[-1]:.4f} acc {history.train_acc[-1]:.3f}")
+    if history.val_acc:
+        text += f", val loss {history.val_loss[-1]:.4f} acc {history.val_acc[-1]:.3f}"
+    say(text, progress)
     return history
