@@ -21,16 +21,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 import torch
 
-import tlkit
-from tlkit import datasets
-from tlkit.stages import head_path
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's tlkit, not an installed one
+import tlkit  # noqa: E402
+from tlkit import datasets  # noqa: E402
+from tlkit.stages import head_path  # noqa: E402
 
-import tutorial
+import tutorial  # noqa: E402
 
 
 def main() -> None:

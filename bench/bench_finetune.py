@@ -22,15 +22,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-import tlkit
-from tlkit import datasets
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's tlkit, not an installed one
+import tlkit  # noqa: E402
+from tlkit import datasets  # noqa: E402
 
-import tutorial
+import tutorial  # noqa: E402
 
 
 def synthetic_peak(backbone: str, batch_size: int, device: torch.device, steps: int = 30, warmup: int = 10) -> float:

@@ -77,13 +77,13 @@ def test_similarity_as_a_score():
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    (dict(n_train=0, n_classes=2), ValueError, "no training images"),
-    (dict(n_train=10, n_classes=1), ValueError, "at least 2 classes"),
-    (dict(n_train=10, n_classes=0), ValueError, "at least 2 classes"),
-    (dict(n_train=3, n_classes=5), ValueError, "fewer than n_classes=5"),
-    (dict(n_train=-1, n_classes=2), ValueError, "at least 0"),
-    (dict(n_train=10.5, n_classes=2), TypeError, "whole number"),
-    (dict(n_train=True, n_classes=2), TypeError, "whole number"),
+    (dict(num_images=0, num_classes=2), ValueError, "no training images"),
+    (dict(num_images=10, num_classes=1), ValueError, "at least 2 classes"),
+    (dict(num_images=10, num_classes=0), ValueError, "at least 2 classes"),
+    (dict(num_images=3, num_classes=5), ValueError, "fewer than num_classes=5"),
+    (dict(num_images=-1, num_classes=2), ValueError, "at least 0"),
+    (dict(num_images=10.5, num_classes=2), TypeError, "whole number"),
+    (dict(num_images=True, num_classes=2), TypeError, "whole number"),
 ])
 def test_bad_sizes_give_clear_errors(kwargs, error, words):
     with pytest.raises(error, match=words):
@@ -104,17 +104,17 @@ def test_one_image_per_class_is_allowed_with_a_warning():
 
 
 def test_freeze_point_is_a_stage_of_the_given_backbone():
-    a = advise(1000, 2, "similar", backbone="resnet18")
+    a = advise(1000, 2, "similar", model="resnet18")
     assert a.freeze_until == "layer4" and a.backbone == "resnet18"
-    assert advise(100, 2, "different", backbone="resnet18").feature_stage == "layer3"
+    assert advise(100, 2, "different", model="resnet18").feature_stage == "layer3"
     model = tlkit.load_backbone("resnet18", pretrained=False)
-    assert advise(10_000, 2, "different", backbone=model).freeze_until == "stem"
+    assert advise(10_000, 2, "different", model=model).freeze_until == "stem"
     # the advice can be carried out as it stands: freeze at that point, then the optimizer groups
     tlkit.freeze(model, until=a.freeze_until)
     groups = tlkit.param_groups(model, a.head_lr, body_lr=a.body_lr)
     assert [g["name"] for g in groups] == ["layer4", "head"]
     with pytest.raises(ValueError, match="Unknown backbone"):
-        advise(100, 2, "similar", backbone="not_a_net")
+        advise(100, 2, "similar", model="not_a_net")
 
 
 def test_advice_renders_as_text_and_html():
@@ -440,3 +440,71 @@ def test_race_runs_every_strategy_and_checks_the_advice(real):
     assert ("AGREES" in result.verdict) == result.agrees
     # the backbone it was given is untouched (each strategy trains its own copy)
     assert all(torch_allclose(before[k].float(), v.float()) for k, v in real.state_dict().items())
+
+
+# ---------------------------------------------------------------------------
+# 0.2: one module per idea, one name per argument, figures shown once, the model's own input size
+# ---------------------------------------------------------------------------
+
+def test_one_module_per_idea_and_every_name_still_in_advisor():
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    for module, names in (("decision_table", ["Advice", "advise", "table", "table_html", "size_band"]),
+                          ("measurement", ["Measurement", "measure"]), ("recommendation", ["recommend"]),
+                          ("strategy_race", ["RaceEntry", "RaceResult", "race"])):
+        mod = importlib.import_module(f"tlkit.advisor.{module}")
+        for name in names:
+            assert getattr(advisor, name) is getattr(mod, name), name
+        assert len(Path(mod.__file__).read_text().splitlines()) < 500
+    assert callable(advisor.table) and callable(advisor.measure)  # module names never hide the functions
+    assert list(inspect.signature(advise).parameters)[:4] == ["num_images", "num_classes", "similarity", "model"]
+    for fn in (advisor.measure, advisor.recommend, advisor.race):
+        assert list(inspect.signature(fn).parameters)[:3] == ["model", "dataset", "val"], fn.__name__
+    with pytest.raises(tlkit.ArgumentError, match="model must be a backbone name"):
+        advise(100, 2, "similar", model=3)
+
+
+def test_plots_are_closed_so_notebooks_show_them_once():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    m = _measurement(SIMILAR_PROFILE, 0.78)
+    fig = m.plot()
+    assert fig.axes and fig.number not in plt.get_fignums()
+    h = History(label="x", train_loss=[1.0, 0.5], train_acc=[0.5, 0.8], val_loss=[1.0, 0.6], val_acc=[0.5, 0.7])
+    race = advisor.RaceResult("efficientnet_lite0", "toy", [
+        advisor.RaceEntry("feature_extraction", 0.9, 0.9, 1.0, 10, "probe", History(val_acc=[0.9])),
+        advisor.RaceEntry("fine_tune_top", 0.7, 0.7, 5.0, 100, "fit", h)], budget=2, n_val=50)
+    assert race.plot().number not in plt.get_fignums()
+    assert h.plot().number not in plt.get_fignums()
+    assert plt.get_fignums() == []
+    # on an axis of yours, your figure stays yours
+    mine, ax = plt.subplots()
+    assert m.plot(ax=ax) is mine and mine.number in plt.get_fignums()
+    plt.close(mine)
+
+
+def test_measure_uses_the_model_input_size_for_leep_too(real, monkeypatch):
+    """A model loaded with image_size=32 (and a new head) is measured at 32 px everywhere, LEEP included."""
+    from tlkit import datasets
+    from tlkit.advisor import measurement
+
+    sizes = []
+    real_extract = measurement.extract_features
+
+    def spy(model, dataset, *args, **kwargs):
+        sizes.append(tlkit.backbone_info(model).preprocessing.size)
+        return real_extract(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(measurement, "extract_features", spy)
+    ds = datasets.subset(datasets.load("digits", "val"), per_class=3)
+    small = tlkit.load_backbone("efficientnet_lite0", num_classes=10, image_size=32)
+    m = advisor.measure(small, ds, stages=["blocks.2"], cv=2, progress=False)
+    assert len(sizes) >= 2, "one pass for the probes, one for the ImageNet head's LEEP"
+    assert set(sizes) == {32}
+    assert -10 < m.leep <= 0

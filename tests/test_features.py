@@ -85,7 +85,7 @@ def test_second_call_comes_from_the_cache(model, train_ds, feats):
     try:
         again = extract_features(model, train_ds, progress=False)
         assert counter.calls == 0, "the memory cache should answer without running the model"
-        assert again is feats[0]
+        assert again is not feats[0] and torch.equal(again.x, feats[0].x)  # a copy: safe to change
         features.clear_memory_cache()
         from_disk = extract_features(model, train_ds, progress=False)
         assert counter.calls == 0, "the disk cache should answer without running the model"
@@ -159,3 +159,116 @@ def test_train_head_on_features(model, feats):
     assert acc > 0.75
     with pytest.raises(ValueError, match="Linear"):
         train_head(*feats, head=torch.nn.Linear(1280, 5))
+
+
+# ---------------------------------------------------------------------------
+# 0.2: a cache keyed by content, copies on a hit, and a read-only cache folder
+# ---------------------------------------------------------------------------
+
+def _small(model_size: int = 32):
+    return tlkit.load_backbone("efficientnet_lite0", num_classes=2, image_size=model_size)
+
+
+def _bmp_folder(root, seed=0):
+    """Two classes of three random 40 x 40 BMP files (uncompressed: an edit keeps the file size)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in "ab":
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{i}.bmp")
+    return root
+
+
+def test_an_edit_that_keeps_size_and_mtime_gives_new_features(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = _bmp_folder(tmp_path / "imgs")
+    model = _small()
+    ds = datasets.load(root, "all", progress=False)
+    f1 = extract_features(model, ds, progress=False)
+    path = ds.paths[0]
+    st = os.stat(path)
+    Image.fromarray(np.full((40, 40, 3), 255, dtype=np.uint8)).save(path)  # same size, other pixels
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p, rsync -a and unzip do
+    assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
+    ds2 = datasets.load(root, "all", progress=False)
+    f2 = extract_features(model, ds2, progress=False)
+    assert f2.key != f1.key
+    assert not torch.allclose(f2.x[0], f1.x[0]), "the edited image got its old features back"
+    assert torch.allclose(f2.x[1:], f1.x[1:])
+
+
+def test_a_cache_hit_is_a_copy_and_the_key_names_the_versions(tmp_path):
+    model = _small()
+    ds = datasets.load(_bmp_folder(tmp_path / "imgs", seed=1), "all", progress=False)
+    f1 = extract_features(model, ds, progress=False)
+    assert f"torch={torch.__version__}" in f1.key and f"tlkit={tlkit.__version__}" in f1.key
+    expected = f1.x.clone()
+    f1.x.zero_()
+    f2 = extract_features(model, ds, progress=False)  # from memory
+    assert torch.equal(f2.x, expected)
+    f2.x.zero_()
+    features.clear_memory_cache()
+    f3 = extract_features(model, ds, progress=False)  # from disk
+    assert torch.equal(f3.x, expected)
+    assert isinstance(features.MEMORY, tlkit._cache.LRUCache)
+
+
+def test_a_read_only_cache_folder_costs_only_a_recomputation(tmp_path, monkeypatch):
+    import warnings
+
+    model = _small()
+    ds = datasets.load(_bmp_folder(tmp_path / "imgs", seed=2), "all", progress=False)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "home" / ".cache" / "tlkit"))
+
+    # 1. the folder cannot even be created (read-only HOME)
+    features.clear_memory_cache()
+    monkeypatch.setattr(features, "cache_dir", read_only)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = extract_features(model, ds, progress=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "cannot be created or read" in messages[0] and "TLKIT_CACHE" in messages[0]
+    assert f.x.shape == (len(ds), 1280)
+    monkeypatch.undo()
+
+    # 2. the folder is there but torch.save fails (a read-only shared cache reports a RuntimeError)
+    features.clear_memory_cache()
+    folder = features.cache_dir("features")
+    before = set(folder.iterdir())
+
+    def failing_save(obj, path, *args, **kwargs):
+        raise RuntimeError(f"File {path} cannot be opened.")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g = extract_features(model, ds, progress=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "not writable" in messages[0]
+    assert torch.equal(g.x, f.x)
+    assert set(folder.iterdir()) == before, "nothing was written, no .part file left behind"
+
+
+def test_train_head_is_seeded_locally_and_reports_by_default(capsys):
+    import inspect
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 8, generator=g), torch.arange(40) % 2
+    f = Features(x, y, ["a", "b"])
+    assert inspect.signature(train_head).parameters["progress"].default is True
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    h1 = train_head(f, f, epochs=3, seed=1)
+    assert torch.equal(torch.get_rng_state(), state), "train_head reseeded torch's global generator"
+    out = capsys.readouterr().out
+    assert "train_head: 3 epochs" in out and "val loss" in out
+    h2 = train_head(f, f, epochs=3, seed=1, progress=False)
+    assert capsys.readouterr().out == ""
+    assert h1.train_loss == h2.train_loss and h1.val_acc == h2.val_acc

@@ -1,4 +1,4 @@
-"""tlkit.fit / evaluate / predict / lr_find on a tiny real subset of hymenoptera, on the CPU.
+"""tlkit.fit / evaluate / predict_proba / lr_find on a tiny real subset of hymenoptera, on the CPU.
 
 Models run at a reduced input size (64 px) to keep the file fast: the backbone record's
 preprocessing is swapped for a smaller one, which every tlkit function then follows.
@@ -16,7 +16,7 @@ import torch
 
 import tlkit
 from tlkit import _batches, datasets
-from tlkit.train import History, LRFinderResult, _schedule_factor, evaluate, fit, lr_find, predict
+from tlkit.train import History, LRFinderResult, _schedule_factor, evaluate, fit, lr_find, predict_proba
 
 matplotlib.use("Agg")
 MIRROR = "/work/shared/datasets"
@@ -86,8 +86,8 @@ def test_fit_lowers_loss_and_keeps_frozen_stages_frozen(train_ds, val_ds):
 
 def test_head_size_mismatch_is_a_clear_error(train_ds):
     model = tlkit.load_backbone("efficientnet_lite0", pretrained=False)
-    with pytest.raises(ValueError, match=r"your head has 1000 outputs, the dataset has 2 classes: "
-                                         r"call tlkit.replace_head\(model, 2\)"):
+    with pytest.raises(tlkit.ArgumentError, match=r"the model's head has 1000 outputs, the dataset has 2 classes "
+                                                r"\(ants, bees\): call tlkit.replace_head\(model, 2\) first"):
         fit(model, train_ds, epochs=1, progress=False)
     with pytest.raises(ValueError, match="1000 outputs"):
         evaluate(model, train_ds)
@@ -99,7 +99,7 @@ def test_bad_arguments_are_clear_errors(train_ds, val_ds):
         fit(model, train_ds, schedule="linear", progress=False)
     with pytest.raises(ValueError, match="augment"):
         fit(model, train_ds, augment="heavy", epochs=1, progress=False)
-    with pytest.raises(TypeError, match="ImageDataset"):
+    with pytest.raises(tlkit.ArgumentError, match="ImageDataset"):
         fit(model, [(torch.zeros(3, 8, 8), 0)], progress=False)
     other = datasets.load("digits", "val", progress=False)
     with pytest.raises(ValueError, match="different classes"):
@@ -166,7 +166,7 @@ def test_cosine_schedule_lowers_the_recorded_lr(train_ds):
 
 def test_evaluate_predict_and_the_dataloader_path_agree(train_ds, val_ds, monkeypatch):
     model = small_model()
-    probs = predict(model, val_ds)
+    probs = predict_proba(model, val_ds)
     assert probs.shape == (len(val_ds), 2)
     assert torch.allclose(probs.sum(1), torch.ones(len(val_ds)), atol=1e-5)
     result = evaluate(model, val_ds)
@@ -181,7 +181,7 @@ def test_evaluate_predict_and_the_dataloader_path_agree(train_ds, val_ds, monkey
     batches = _batches.Batches(val_ds, model.tlkit_backbone.preprocessing, batch_size=64,
                                device=torch.device("cpu"), num_workers=0)
     assert not batches.fast
-    assert torch.allclose(predict(model, val_ds), probs, atol=1e-6)
+    assert torch.allclose(predict_proba(model, val_ds), probs, atol=1e-6)
 
 
 def test_eval_batches_equal_the_backbone_preprocessing(val_ds):
@@ -256,14 +256,204 @@ def test_lr_find_stops_on_divergence(train_ds):
 
 def test_the_gpu_code_path_runs_with_bfloat16_autocast(train_ds, val_ds, monkeypatch):
     """No GPU in CI: force the autocast branch on the CPU to check that the mixed-precision code path works."""
-    from tlkit import features, train
+    from tlkit import _runtime, features, train
 
-    monkeypatch.setattr(train, "_amp", lambda device: True)
-    monkeypatch.setattr(features, "_amp", lambda device: True)
+    for module in (_runtime, train, features):  # each uses tlkit._runtime.uses_amp under that name
+        monkeypatch.setattr(module, "uses_amp", lambda device: True)
     model = small_model()
     history = fit(model, train_ds, val_ds, epochs=1, batch_size=8, progress=False)
     assert all(math.isfinite(v) for v in history.train_loss + history.val_loss)
     assert "bfloat16" in history.device
     f = features.extract_features(model, val_ds, cache=False, progress=False)
     assert f.x.dtype == torch.float32 and f.x.shape == (len(val_ds), 1280)
-    assert predict(model, val_ds).dtype == torch.float32
+    assert predict_proba(model, val_ds).dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------
+# 0.2: one input contract, names, interruptions, process-wide state
+# ---------------------------------------------------------------------------
+
+def test_public_names_follow_the_changelog():
+    import inspect
+
+    assert not hasattr(tlkit, "predict") and not hasattr(tlkit.train, "predict"), "predict is now predict_proba"
+    assert tlkit.predict_proba is tlkit.train.predict_proba is tlkit._runtime.predict_proba
+    for fn, first in ((fit, ["model", "dataset", "val"]), (evaluate, ["model", "dataset"]),
+                      (predict_proba, ["model", "dataset"]), (lr_find, ["model", "dataset"]),
+                      (tlkit.extract_features, ["model", "dataset", "stage"])):
+        params = inspect.signature(fn).parameters
+        assert list(params)[: len(first)] == first, fn.__name__
+        assert params["progress"].default is True, fn.__name__
+
+
+def _image_folder(tmp_path, ds):
+    """The images of ``ds`` as a torchvision-style class-folder tree (symlinks)."""
+    for i, path in enumerate(ds.paths):
+        folder = tmp_path / ds.classes[ds.targets[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:03d}_{path.name}").symlink_to(path)
+    return tmp_path
+
+
+def test_a_dataset_with_its_own_transform_is_used_as_it_is(tmp_path, val_ds, train_ds):
+    from torchvision.datasets import ImageFolder
+
+    model = small_model(size=160)
+    imagenet = tlkit.load_backbone("efficientnet_lite0")  # zero-shot ants vs bees: ImageNet's 'ant' and 'bee'
+    with torch.no_grad():
+        model.classifier.weight.copy_(imagenet.classifier.weight[[310, 309]])
+        model.classifier.bias.copy_(imagenet.classifier.bias[[310, 309]])
+    root = _image_folder(tmp_path / "val", val_ds)
+    folder = ImageFolder(root, transform=tlkit.preprocess(model))  # yields normalised float tensors
+    assert folder.classes == val_ds.classes
+    mine, theirs = evaluate(model, val_ds, progress=False), evaluate(model, folder, progress=False)
+    assert theirs["accuracy"] == pytest.approx(mine["accuracy"]) and mine["accuracy"] >= 0.75
+    assert theirs["loss"] == pytest.approx(mine["loss"], abs=1e-3)  # PIL vs tensor resize: tiny differences
+    assert torch.allclose(predict_proba(model, folder, progress=False), predict_proba(model, val_ds, progress=False),
+                          atol=2e-3)
+    # training would preprocess the tensors a second time: refused, saying what to pass instead
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_folder = ImageFolder(_image_folder(tmp_path / "train", train_ds), transform=tlkit.preprocess(model))
+    with pytest.raises(tlkit.DatasetError, match=r"gives float tensors .* transform=None"):
+        fit(model, train_folder, epochs=1, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "nothing trained"
+    # without a transform, ImageFolder gives PIL images: it trains like a tlkit dataset
+    history = fit(small_model(), ImageFolder(tmp_path / "train"), epochs=1, batch_size=8, progress=False)
+    assert history.epochs == 1
+
+
+def test_a_callable_augment_is_brought_to_the_model_input_size(train_ds):
+    pre = tlkit.backbone_info("efficientnet_lite0").preprocessing  # resize 256, input 224
+    flip = _batches.Batches(train_ds, pre, batch_size=4, device=torch.device("cpu"), train=True,
+                            augment=lambda x: x.flip(-1))  # keeps the 256 px square: centre-cropped
+    x, _ = next(iter(flip))
+    assert x.shape == (4, 3, 224, 224)
+    other = _batches.Batches(train_ds, pre, batch_size=4, device=torch.device("cpu"), train=True,
+                             augment=lambda x: x[..., :100, :180])  # any other size: resized
+    assert next(iter(other))[0].shape == (4, 3, 224, 224)
+    # and fit gives the model what it expects (64 px for this small model)
+    model, seen = small_model(), []
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    fit(model, train_ds, epochs=1, batch_size=8, augment=lambda x: x.flip(-1), progress=False)
+    assert seen and set(seen) == {(64, 64)}
+
+
+def test_ctrl_c_keeps_the_finished_epochs(train_ds, val_ds, capsys):
+    def interrupt_in_second_epoch(epoch, history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    history = fit(small_model(), train_ds, val_ds, epochs=4, batch_size=8, progress=False,
+                  callback=interrupt_in_second_epoch)
+    assert history.interrupted and history.epochs == 2 and len(history.val_acc) == 2
+    assert "interrupted" in capsys.readouterr().out
+    assert "(interrupted)" in repr(history)
+
+    # Ctrl-C in the middle of an epoch: only the finished ones are kept
+    model, calls = small_model(), []
+
+    def stop_on_third_batch(module, args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    model.register_forward_pre_hook(stop_on_third_batch)
+    history = fit(model, train_ds, epochs=3, batch_size=8, progress=False)  # 2 batches per epoch
+    assert history.interrupted and history.epochs == 1
+    assert len(history.lr) == len(history.train_acc) == len(history.epoch_time) == 1
+    assert not model.training, "the model is left in eval mode"
+
+
+def test_labels_outside_the_classes_are_refused_before_training(train_ds):
+    import copy
+
+    bad = copy.copy(train_ds)
+    bad.targets = [-100] + list(train_ds.targets[1:])
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(tlkit.DatasetError, match=r"labels \[-100\] outside 0\.\.1 .*ignore.*not supported"):
+        fit(model, bad, epochs=1, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    bad.targets = list(train_ds.targets[:-1]) + [7]
+    with pytest.raises(tlkit.DatasetError, match=r"labels \[7\] outside 0\.\.1"):
+        evaluate(model, bad)
+
+
+def test_a_head_of_the_wrong_size_is_refused(train_ds):
+    from PIL import Image
+
+    five = datasets.ImageDataset.from_images([Image.new("RGB", (8, 8))] * 5, [0, 1, 2, 3, 4], list("abcde"))
+    with pytest.raises(tlkit.ArgumentError, match=r"head has 2 outputs, the dataset has 5 classes \(a, b, c, d, e\): "
+                                                 r"call tlkit.replace_head\(model, 5\)"):
+        fit(small_model(), five, epochs=1, progress=False)
+
+
+def test_batches_leave_no_file_open(train_ds, tmp_path, monkeypatch):
+    import gc
+    import warnings
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(str(8 * 2**30))
+    usage.write_text(str(2**30))
+    monkeypatch.setattr(_batches, "CGROUP_MEMORY_FILES", ((str(limit), str(usage)),))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        batches = _batches.Batches(train_ds, small_model().tlkit_backbone.preprocessing, batch_size=8,
+                                   device=torch.device("cpu"))
+        next(iter(batches))
+        del batches
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert _batches._available_memory() <= 7 * 2**30  # the container limit was read
+
+
+def test_fit_and_lr_find_leave_the_global_random_state_alone(train_ds):
+    import random
+
+    import numpy as np
+
+    m1, m2, m3 = small_model(), small_model(), small_model()  # building a network draws random weights
+    torch.manual_seed(1234)
+    state, np_state, py_state = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    h1 = fit(m1, train_ds, epochs=1, batch_size=8, augment="standard", seed=5, progress=False)
+    lr_find(m2, train_ds, steps=3, batch_size=8, progress=False)
+    assert torch.equal(torch.get_rng_state(), state), "torch's global generator was reseeded"
+    assert (np.random.get_state()[1] == np_state).all() and random.getstate() == py_state
+    torch.manual_seed(999)  # whatever the global state, the same seed gives the same run
+    h2 = fit(m3, train_ds, epochs=1, batch_size=8, augment="standard", seed=5, progress=False)
+    assert h1.train_loss == h2.train_loss and h1.train_acc == h2.train_acc
+
+
+def test_the_image_cache_is_a_bounded_locked_lru(train_ds):
+    import threading
+
+    from tlkit._cache import LRUCache
+
+    assert isinstance(_batches.IMAGE_CACHE, LRUCache)
+    cache = LRUCache(max_items=3, max_bytes=100, size=lambda v: v)
+    for k, v in (("a", 10), ("b", 10), ("c", 10)):
+        cache.put(k, v)
+    cache.get("a")  # used: "b" is now the oldest
+    cache.put("d", 10)
+    assert "b" not in cache and {"a", "c", "d"} <= {k for k in "abcd" if k in cache}
+    cache.put("big", 90)  # over max_bytes: the least recently used go until it fits
+    assert "big" in cache and sum(cache.get(k, 0) for k in "acd") <= 10
+
+    shared = LRUCache(max_items=50)
+
+    def work(t):
+        for i in range(500):
+            shared.put((t, i), i)
+            shared.get((t, i - 1))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(shared) == 50
+    from tlkit.advisor.measurement import STAGE_MEMORY
+
+    STAGE_MEMORY.put("k", torch.zeros(1))
+    tlkit.train.clear_cache()
+    assert len(_batches.IMAGE_CACHE) == 0 and len(STAGE_MEMORY) == 0 and len(tlkit.features.MEMORY) == 0

@@ -570,3 +570,24 @@ def test_image_stage_drift(family, default_style):
     fig = viz.stage_drift(before, after)
     assert list(fig.tlkit_data["drift"]["after"].values()) == pytest.approx([0, 0, 0.01, 0.02, 0.05, 0.2])
     check_image(fig, "stage_drift_resnet18")
+
+
+# ---------------------------------------------------------------------------
+# 0.2: one prediction path, one set of helpers, `dataset` as the argument name
+# ---------------------------------------------------------------------------
+
+def test_predictions_are_tlkit_predict_proba(square_ds):
+    import inspect
+
+    from tlkit import _runtime
+    from tlkit.viz import _common
+
+    model = tlkit.load_backbone("efficientnet_lite0", pretrained=False, num_classes=2, image_size=32)
+    probs, labels = viz.predictions(model, square_ds)
+    assert torch.equal(probs, tlkit.predict_proba(model, square_ds, progress=False))
+    assert labels.tolist() == square_ds.targets
+    # the viz helpers are the runtime's, not copies with their own rules
+    for name in ("device_of", "eval_mode", "run_until", "stage_names"):
+        assert getattr(_common, name) is getattr(_runtime, name), name
+    for fn in (viz.confusion, viz.top_losses, viz.predictions, viz.augmentations):
+        assert list(inspect.signature(fn).parameters)[:2] in (["model", "dataset"], ["dataset", "augment"]), fn

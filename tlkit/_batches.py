@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -34,11 +33,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from ._cache import LRUCache, content_key
 from ._progress import Progress
 from .backbones import Preprocessing
 from .datasets import PRESET_SETTINGS
+from .errors import ArgumentError, DatasetError
 
-__all__ = ["Batches", "BatchAugment", "AUGMENTS", "cached_images", "clear_image_cache", "FAST_PATH_MAX_BYTES"]
+__all__ = ["Batches", "BatchAugment", "AUGMENTS", "cached_images", "clear_image_cache", "gives_tensors",
+           "FAST_PATH_MAX_BYTES", "IMAGE_CACHE"]
 
 FAST_PATH_MAX_BYTES = 2 * 1024**3
 """Datasets whose decoded squares would take more bytes than this go through a DataLoader."""
@@ -46,7 +48,8 @@ FAST_PATH_MAX_BYTES = 2 * 1024**3
 CACHE_MAX_BYTES = 4 * 1024**3
 """The memory cache of decoded datasets drops the least recently used ones beyond this."""
 
-_IMAGES: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+IMAGE_CACHE = LRUCache(max_items=16, max_bytes=CACHE_MAX_BYTES, size=lambda t: t.numel() * t.element_size())
+"""Decoded datasets, by content, resize and device (least recently used dropped first; thread-safe)."""
 
 
 # ---------------------------------------------------------------------------
@@ -58,6 +61,18 @@ def square_transform(pre: Preprocessing) -> v2.Compose:
     mode = InterpolationMode(pre.interpolation)
     return v2.Compose([v2.ToImage(), v2.Resize(pre.resize, interpolation=mode, antialias=True),
                        v2.CenterCrop(pre.resize)])
+
+
+def gives_tensors(dataset: Any) -> bool:
+    """True when the dataset's items are already float tensors (it carries its own transform).
+
+    tlkit datasets (with ``load_image``) are always read as raw images; any other dataset is
+    asked for its first item.
+    """
+    if hasattr(dataset, "load_image"):
+        return False
+    x = dataset[0][0]
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
 
 
 def load_image(ds: Any, i: int):
@@ -100,18 +115,23 @@ def decode(ds: Any, pre: Preprocessing, progress: bool = False) -> torch.Tensor:
     return out
 
 
+CGROUP_MEMORY_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+"""(limit, usage) files of a container's memory limit: cgroup v2, then v1."""
+
+
 def _available_memory() -> int | None:
     """Bytes of RAM still available, within a container's limit where there is one (Linux only)."""
     try:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in CGROUP_MEMORY_FILES:
         try:
-            limit = int(open(limit_file).read().strip())
-            used = int(open(usage_file).read().strip())
+            with open(limit_file) as f:
+                limit = int(f.read().strip())
+            with open(usage_file) as f:
+                used = int(f.read().strip())
         except (OSError, ValueError):  # no such cgroup, or "max"
             continue
         available = min(available, max(0, limit - used))
@@ -136,26 +156,25 @@ def cached_images(ds: Any, pre: Preprocessing, device: torch.device, progress: b
     nbytes = len(ds) * 3 * pre.resize * pre.resize
     if nbytes > _fast_path_limit(device):
         return None
-    ds_key = getattr(ds, "key", None)
+    ds_key = content_key(ds)
     key = (ds_key, pre.resize, pre.interpolation, str(device))
-    if ds_key is not None and key in _IMAGES:
-        _IMAGES.move_to_end(key)
-        return _IMAGES[key]
+    if ds_key is not None:
+        found = IMAGE_CACHE.get(key)
+        if found is not None:
+            return found
     start = time.perf_counter()
     images = decode(ds, pre, progress=progress and len(ds) >= 500).to(device)
     if progress and len(ds) >= 500:
         print(f"decoded {len(ds)} images in {time.perf_counter() - start:.1f}s; kept on {device} "
               f"({nbytes / 2**20:.0f} MB) for the next epochs and fits", flush=True)
     if ds_key is not None:
-        _IMAGES[key] = images
-        while sum(t.numel() for t in _IMAGES.values()) > CACHE_MAX_BYTES and len(_IMAGES) > 1:
-            _IMAGES.popitem(last=False)
+        IMAGE_CACHE.put(key, images)
     return images
 
 
 def clear_image_cache() -> None:
     """Forget every decoded dataset kept in memory."""
-    _IMAGES.clear()
+    IMAGE_CACHE.clear()
 
 
 # ---------------------------------------------------------------------------
@@ -248,12 +267,12 @@ def resolve_augment(augment: str | Callable | None) -> BatchAugment | Callable:
         return AUGMENTS["none"]
     if isinstance(augment, str):
         if augment not in AUGMENTS:
-            raise ValueError(f"Unknown augment={augment!r}. Use one of {', '.join(map(repr, AUGMENTS))}, None, "
-                             "or a callable that takes a uint8 batch (B, 3, H, W) and returns a batch.")
+            raise ArgumentError(f"Unknown augment={augment!r}. Use one of {', '.join(map(repr, AUGMENTS))}, None, "
+                                "or a callable that takes a uint8 batch (B, 3, H, W) and returns a batch.")
         return AUGMENTS[augment]
     if callable(augment):
         return augment
-    raise TypeError(f"augment must be a preset name, None or a callable, not {type(augment).__name__}")
+    raise ArgumentError(f"augment must be a preset name, None or a callable, not {type(augment).__name__}")
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -272,26 +291,35 @@ class Batches:
 
     ``train=True``: shuffled (seeded), augmented, and without the ragged last batch (every
     batch has the same shape). ``train=False``: in order, centre crop, every image.
+
+    A dataset whose items are already float tensors (its own transform, e.g.
+    ``ImageFolder(root, transform=tlkit.preprocess(model))``) is used as it is, for
+    evaluation only (``pre`` may then be None); training needs raw images.
     """
 
-    def __init__(self, ds: Any, pre: Preprocessing, *, batch_size: int, device: torch.device,
+    def __init__(self, ds: Any, pre: Preprocessing | None, *, batch_size: int, device: torch.device,
                  train: bool = False, augment: str | Callable | None = None, seed: int = 0,
                  progress: bool = False, num_workers: int | None = None):
         if len(ds) == 0:
-            raise ValueError("the dataset is empty: there are no images to read")
+            raise DatasetError("the dataset is empty: there are no images to read")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ArgumentError(f"batch_size must be at least 1, got {batch_size}")
         self.ds, self.pre, self.device, self.train = ds, pre, device, train
         self.n = len(ds)
+        self.tensors = gives_tensors(ds)
+        if self.tensors and train:
+            raise DatasetError("this dataset gives float tensors (its own transform already preprocessed them); "
+                               "training needs raw images: pass it with transform=None.")
         self.batch_size = min(batch_size, self.n) if train else batch_size
         self.augment = resolve_augment(augment) if train else None
         self.targets = torch.as_tensor(list(ds.targets), dtype=torch.long)
-        self.images = cached_images(ds, pre, device, progress=progress)
+        self.images = None if self.tensors else cached_images(ds, pre, device, progress=progress)
         self.num_workers = _threads() if num_workers is None else num_workers
         self._order = torch.Generator().manual_seed(seed)
         self._aug = torch.Generator().manual_seed(seed + 1)
-        self.mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
+        if pre is not None:
+            self.mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
+            self.std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
 
     @property
     def fast(self) -> bool:
@@ -315,19 +343,36 @@ class Batches:
             for chunk in order.split([len(b) for b in batches]):
                 yield self.prepare(self.images[chunk]), targets[chunk]
             return
+        if self.tensors:  # the dataset's own tensors, as they are
+            loader = DataLoader(self.ds, batch_sampler=[b.tolist() for b in batches], num_workers=0)
+            for x, y in loader:
+                x = x.to(self.device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+                yield x, torch.as_tensor(y).to(self.device, non_blocking=True)
+            return
         loader = DataLoader(_Decoded(self.ds, square_transform(self.pre)), batch_sampler=[b.tolist() for b in batches],
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
         for x, y in loader:
             yield self.prepare(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 squares (B, 3, R, R) on the device -> normalised float batch for the model."""
+        """uint8 squares (B, 3, R, R) on the device -> normalised float batch for the model.
+
+        A callable ``augment`` gets the uint8 squares; what it returns is brought to the model's
+        input size: centre-cropped when it kept the square's size (as evaluation does),
+        resized otherwise.
+        """
+        size = self.pre.size
         if self.augment is None:
-            x = center_crop(x, self.pre.size).float().div_(255)
+            x = center_crop(x, size).float().div_(255)
         elif isinstance(self.augment, BatchAugment):
-            x = self.augment(x.float().div_(255), self.pre.size, self._aug)
+            x = self.augment(x.float().div_(255), size, self._aug)
         else:
             x = self.augment(x)
             x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+            if tuple(x.shape[-2:]) != (size, size):
+                if tuple(x.shape[-2:]) == (self.pre.resize, self.pre.resize):
+                    x = center_crop(x, size)
+                else:
+                    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last)

@@ -18,10 +18,12 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,15 +33,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import __version__ as tlkit_version
 from ._batches import Batches
+from ._cache import LRUCache, content_key
 from ._progress import Progress, say
+from ._runtime import (capture, check_dataset, chunks, eval_mode, forward, gives_tensors, preprocessing_of,
+                       resolve_device, to_device, uses_amp)
 from .download import cache_dir
+from .errors import ArgumentError
+from .history import History
 from .stages import get_stage, head_path
-from .train import History, _amp, _check_dataset, _device, _preprocessing, _to_device, _chunks
 
-__all__ = ["Features", "extract_features", "ProbeResult", "linear_probe", "train_head", "clear_memory_cache"]
+__all__ = ["Features", "extract_features", "ProbeResult", "linear_probe", "train_head", "clear_memory_cache",
+           "MEMORY"]
 
-_MEMORY: dict[str, "Features"] = {}
+MEMORY = LRUCache(max_items=64)
+"""Features computed in this session, by cache key (thread-safe; the least recently used go first)."""
 
 
 @dataclass
@@ -67,9 +76,9 @@ class Features:
         where = f"stage {self.stage!r}" if self.stage else "pooled features the head reads"
         return f"Features: {len(self)} images x {self.x.shape[1]} features, {len(self.classes)} classes ({where})"
 
-
-class _Stop(Exception):
-    """Raised by the hook once the wanted activations are captured: the rest of the network is skipped."""
+    def copy(self) -> "Features":
+        """A copy whose tensors can be changed without changing the cache."""
+        return dataclasses.replace(self, x=self.x.clone(), y=self.y.clone(), classes=list(self.classes))
 
 
 def _pool(t: torch.Tensor) -> torch.Tensor:
@@ -100,30 +109,40 @@ def _weights_digest(model: nn.Module, skip: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _cache_key(model: nn.Module, ds: Any, stage: str | None, device: torch.device) -> str | None:
-    ds_key = getattr(ds, "key", None)
+def _cache_key(model: nn.Module, dataset: Any, stage: str | None, device: torch.device) -> str | None:
+    """What the features depend on: backbone, weights, preprocessing, the dataset's file contents,
+    stage, precision, and the torch and tlkit versions that computed them."""
+    ds_key = content_key(dataset)
     if ds_key is None:
         return None
     info = getattr(model, "tlkit_backbone", None)
     head = head_path(model)
     skip = None if stage == "head" else head  # the head's weights do not change what it reads
     parts = [getattr(info, "name", type(model).__name__), f"pretrained={getattr(model, 'tlkit_pretrained', '?')}",
-             _weights_digest(model, skip), repr(_preprocessing(model)), ds_key, f"stage={stage}",
-             f"amp={_amp(device)}"]
+             _weights_digest(model, skip), repr(preprocessing_of(model)), ds_key, f"stage={stage}",
+             f"amp={uses_amp(device)}", f"torch={torch.__version__}", f"tlkit={tlkit_version}"]
     return " | ".join(parts)
 
 
+class _NoDiskCache(Exception):
+    """The feature cache folder cannot be used (read-only HOME or TLKIT_CACHE)."""
+
+
 def _disk_path(key: str) -> Path:
-    return cache_dir("features") / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".pt")
+    try:
+        folder = cache_dir("features")
+    except OSError as exc:  # cache_dir creates the folder: read-only HOME / TLKIT_CACHE
+        raise _NoDiskCache(str(exc)) from exc
+    return folder / (hashlib.sha1(key.encode()).hexdigest()[:24] + ".pt")
 
 
 def _load_disk(key: str) -> Features | None:
     path = _disk_path(key)
-    if not path.is_file():
-        return None
     try:
+        if not path.is_file():
+            return None
         d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a damaged cache file is simply recomputed
+    except Exception:  # an unreadable or damaged cache file is simply recomputed
         return None
     if d.get("key") != key:
         return None
@@ -136,25 +155,30 @@ def _save_disk(f: Features) -> None:
     try:
         torch.save({"x": f.x, "y": f.y, "classes": f.classes, "stage": f.stage, "key": f.key}, part)
         os.replace(part, path)
-    except OSError as exc:  # a read-only or full disk only costs the next session a recomputation
-        part.unlink(missing_ok=True)
-        say(f"note: could not write the feature cache {path}: {exc}")
+    except (OSError, RuntimeError) as exc:  # torch.save reports a read-only folder as a RuntimeError
+        try:
+            part.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise _NoDiskCache(f"{path.parent}: {exc}") from exc
 
 
 def clear_memory_cache() -> None:
     """Forget the features kept in memory (the disk cache stays)."""
-    _MEMORY.clear()
+    MEMORY.clear()
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, ds: Any, stage: str | None = None, batch_size: int = 64,
+def extract_features(model: nn.Module, dataset: Any, stage: str | None = None, batch_size: int = 64,
                      device: str | torch.device | None = None, cache: bool = True, *,
                      progress: bool = True) -> Features:
-    """Run the model once over ``ds`` and keep one feature vector per image.
+    """Run the model once over ``dataset`` and keep one feature vector per image.
 
     Args:
         model: from ``tlkit.load_backbone``.
-        ds: an ``ImageDataset``; images get the backbone's eval preprocessing (no augmentation).
+        dataset: an ``ImageDataset``; images get the backbone's eval preprocessing (no
+            augmentation). A dataset that already gives preprocessed tensors is used as it is
+            (and not cached: tlkit cannot name its content).
         stage: None for the pooled features the head reads (its input); a stage name
             (``tlkit.stages(model)``) for the global-average-pooled output of that stage. The
             forward pass stops there, so early stages are quick.
@@ -163,71 +187,73 @@ def extract_features(model: nn.Module, ds: Any, stage: str | None = None, batch_
         cache: reuse features computed before, from memory or from the disk cache
             (``tlkit.download.cache_dir("features")``). The key covers the backbone, its
             weights (a fingerprint of every tensor except the head's), the preprocessing, the
-            dataset's ``key`` and the stage, so fine-tuned weights get new features.
+            bytes of the dataset's image files, the stage and the torch and tlkit versions, so
+            fine-tuned weights or edited images get new features. A cache hit is a copy: changing
+            it changes nothing else. If the cache folder is read-only, the features are computed
+            in memory, with one warning.
         progress: a progress bar while computing.
 
     >>> f = extract_features(model, train, stage="blocks.3")  # doctest: +SKIP
     >>> f.x.shape  # doctest: +SKIP
     torch.Size([244, 80])
     """
-    _check_dataset(ds, "ds")
+    check_dataset(dataset, "dataset")
     if stage is not None:
         get_stage(model, stage)  # a clear error for a wrong name
-    device = _device(device)
-    key = _cache_key(model, ds, stage, device) if cache else None
+    device = resolve_device(device)
+    key = _cache_key(model, dataset, stage, device) if cache else None
+    disk = key is not None
     if key is not None:
-        if key in _MEMORY:
-            return _MEMORY[key]
-        found = _load_disk(key)
+        found = MEMORY.get(key)
+        if found is None:
+            try:
+                found = _load_disk(key)
+            except _NoDiskCache:
+                found, disk = None, False
+            if found is not None:
+                MEMORY.put(key, found)
         if found is not None:
-            _MEMORY[key] = found
-            return found
+            return found.copy()
 
     start = time.perf_counter()
-    _to_device(model, device)
+    to_device(model, device)
     target = model.get_submodule(head_path(model) if stage is None else get_stage(model, stage).output)
-    captured: list[torch.Tensor] = []
-
-    def grab_input(module, args):
-        captured.append(_pool(args[0]))
-        raise _Stop
-
-    def grab_output(module, args, output):
-        captured.append(_pool(output))
-        raise _Stop
-
-    handle = (target.register_forward_pre_hook(grab_input) if stage is None
-              else target.register_forward_hook(grab_output))
-    was_training = model.training
-    model.eval()
-    batches = Batches(ds, _preprocessing(model), batch_size=batch_size, device=device, progress=progress)
+    batches = Batches(dataset, preprocessing_of(model, required=not gives_tensors(dataset)), batch_size=batch_size,
+                      device=device, progress=progress)
     bar = Progress(len(batches), desc="extracting features", enabled=progress and len(batches) > 1)
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_amp(device)):
+        with eval_mode(model), capture({"target": target}, inputs=stage is None, stop=True, keep=_pool) as seen, \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_amp(device)):
             for x, _ in batches:
-                for chunk in _chunks(x, device):
-                    try:
-                        model(chunk)
-                    except _Stop:  # raised by the hook: the rest of the network is not needed
-                        pass
+                for chunk in chunks(x, device):
+                    forward(model, chunk)  # stops at the target: the rest of the network is not needed
                 bar.update()
     finally:
         bar.close()
-        handle.remove()
-        model.train(was_training)
+    captured = seen["target"]
     x = torch.cat(captured).cpu() if captured else torch.empty(0)
-    if len(x) != len(ds):
-        raise RuntimeError(f"the hook on {type(target).__name__} saw {len(x)} of {len(ds)} images: "
+    if len(x) != len(dataset):
+        raise RuntimeError(f"the hook on {type(target).__name__} saw {len(x)} of {len(dataset)} images: "
                            "the model's forward does not pass through it")
-    feats = Features(x, torch.as_tensor(list(ds.targets), dtype=torch.long),
-                     list(ds.classes), stage, key or "")
+    feats = Features(x, torch.as_tensor(list(dataset.targets), dtype=torch.long),
+                     list(dataset.classes), stage, key or "")
     if key is not None:
-        _MEMORY[key] = feats
-        _save_disk(feats)
+        MEMORY.put(key, feats)
+        if disk:
+            try:
+                _save_disk(feats)
+            except _NoDiskCache as exc:
+                warnings.warn(f"the feature cache is not writable ({exc}); the features were computed in memory "
+                              "and will be computed again in a new session. Set TLKIT_CACHE to a writable folder "
+                              "to keep them.", RuntimeWarning, stacklevel=2)
+        else:
+            warnings.warn("the feature cache folder cannot be created or read (read-only HOME or TLKIT_CACHE?); "
+                          "the features were computed in memory. Set TLKIT_CACHE to a writable folder to keep "
+                          "them between sessions.", RuntimeWarning, stacklevel=2)
     if progress and len(batches) > 1:
         say(f"extracted {feats.x.shape[1]} features from {len(feats)} images in {time.perf_counter() - start:.1f}s"
             + ("; cached" if key else ""))
-    return feats
+    return feats.copy() if key is not None else feats
 
 
 # ---------------------------------------------------------------------------
@@ -295,26 +321,29 @@ def linear_probe(train_features: Features, val_features: Features, C: float = 1.
 
 def train_head(train_features: Features, val_features: Features | None = None, epochs: int = 25,
                lr: float = 1e-2, *, batch_size: int = 32, weight_decay: float = 0.0, head: nn.Linear | None = None,
-               seed: int = 0, label: str | None = None, progress: bool = False,
+               seed: int = 0, label: str | None = None, progress: bool = True,
                callback: Callable[[int, History], Any] | None = None) -> History:
     """Train a linear classifier (``nn.Linear``) on cached features with AdamW and cross-entropy.
 
     The same training loop as ``fit``, but on feature vectors instead of images, so an epoch
     takes milliseconds. Pass ``head=model.classifier`` (the model's own head, right size) to
     train it in place and get a complete fine-tuned model; otherwise a new layer is made.
+    ``seed`` fixes the new layer's initial weights and the batch order without touching torch's
+    global generator. ``progress``: a bar over the epochs, then one summary line.
 
     >>> history = train_head(ftrain, fval, epochs=25, lr=1e-2)  # doctest: +SKIP
     >>> history.val_acc[-1]  # doctest: +SKIP
     0.93
     """
     _check_pair(train_features, val_features)
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ArgumentError(f"epochs must be a positive integer, got {epochs!r}")
     x, y = train_features.x.float(), train_features.y.long()
     n, d, c = len(y), x.shape[1], len(train_features.classes)
-    torch.manual_seed(seed)
     if head is None:
-        head = nn.Linear(d, c)
+        with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves torch's global state alone
+            torch.manual_seed(seed)
+            head = nn.Linear(d, c)
     if (head.in_features, head.out_features) != (d, c):
         raise ValueError(f"head is Linear({head.in_features}, {head.out_features}); the features need "
                          f"Linear({d}, {c}) ({d} features, {c} classes).")
@@ -329,7 +358,9 @@ def train_head(train_features: Features, val_features: Features | None = None, e
     batch_size = min(batch_size, n)
     history = History(label=label or "linear head on features", images_per_epoch=n,
                       device=f"{device.type} (float32)")
+    bar = Progress(epochs, desc=history.label, enabled=progress and epochs > 1, unit="epoch")
     head.train()
+    start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         history.lr.append(lr)
@@ -351,14 +382,18 @@ def train_head(train_features: Features, val_features: Features | None = None, e
                 history.val_loss.append(F.cross_entropy(out, yv).item())
                 history.val_acc.append((out.argmax(1) == yv).float().mean().item())
         history.epoch_time.append(time.perf_counter() - t0)
-        if progress:
-            text = f"epoch {epoch}/{epochs}  train loss {history.train_loss[-1]:.4f} acc {history.train_acc[-1]:.3f}"
-            if xv is not None:
-                text += f"  val loss {history.val_loss[-1]:.4f} acc {history.val_acc[-1]:.3f}"
-            say(text)
+        bar.update()
+        bar.describe(history.label, loss=f"{history.train_loss[-1]:.3f}",
+                     **({"val_acc": f"{history.val_acc[-1]:.3f}"} if history.val_acc else {}))
         if not math.isfinite(history.train_loss[-1]):
             break
         if callback is not None and callback(epoch, history) is False:
             break
+    bar.close()
     head.eval()
+    text = (f"train_head: {history.epochs} epochs in {time.perf_counter() - start:.2f}s, train loss "
+            f"{history.train_loss[-1]:.4f} acc {history.train_acc[-1]:.3f}")
+    if history.val_acc:
+        text += f", val loss {history.val_loss[-1]:.4f} acc {history.val_acc[-1]:.3f}"
+    say(text, progress)
     return history

@@ -1,4 +1,4 @@
-"""Training: ``fit``, ``evaluate``, ``predict`` and ``lr_find``, in plain PyTorch.
+"""Training: ``fit``, ``evaluate``, ``predict_proba`` and ``lr_find``, in plain PyTorch.
 
 ``fit`` is an ordinary training loop (forward, cross-entropy, backward, optimizer step) with
 the choices a lesson should not have to repeat:
@@ -9,8 +9,8 @@ the choices a lesson should not have to repeat:
 * images are decoded once and kept as uint8 tensors (on the GPU when there is one);
   augmentation and normalisation run on whole batches on the device (see ``tlkit._batches``);
 * channels-last memory everywhere; on a GPU bfloat16 autocast, on the CPU plain float32;
-* ``seed`` fixes everything random (initial RNG state, data order, augmentation): two runs on
-  the CPU with the same seed give identical numbers.
+* ``seed`` fixes everything random (dropout, data order, augmentation): two runs on the CPU
+  with the same seed give identical numbers, and your own random generators are left alone.
 
 Example:
     >>> import tlkit
@@ -24,172 +24,70 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._batches import Batches, clear_image_cache
+from . import features
+from ._batches import Batches, clear_image_cache, gives_tensors
+from ._cache import clear_all
 from ._progress import Progress, say
-from .backbones import Preprocessing, backbone_info
-from .devices import default_device
+from ._runtime import (check_dataset, check_head, chunks, eval_mode, precision, predict_proba, preprocessing_of,
+                       resolve_device, to_device, uses_amp)
+from .errors import ArgumentError, DatasetError
 from .freezing import param_groups as stage_param_groups
-from .stages import head_path
+from .history import History
 
-__all__ = ["fit", "evaluate", "predict", "lr_find", "History", "LRFinderResult", "clear_cache"]
+__all__ = ["fit", "evaluate", "predict_proba", "lr_find", "History", "LRFinderResult", "clear_cache"]
 
 SCHEDULES = (None, "cosine", "onecycle")
-
-
-# ---------------------------------------------------------------------------
-# History
-# ---------------------------------------------------------------------------
-
-@dataclass
-class History:
-    """What happened in each epoch of a training run.
-
-    Attributes:
-        label: a name for the run (legends of ``plot`` and ``tlkit.viz.history``).
-        train_loss, train_acc: mean loss and accuracy over the epoch's training batches
-            (measured on augmented images, while the weights were still changing).
-        val_loss, val_acc: on the validation set after the epoch (empty without one).
-        lr: learning rate of the head (the largest) at the start of each epoch.
-        epoch_time: seconds per epoch, training plus validation.
-        train_time: seconds per epoch spent in the training steps only.
-        setup_time: seconds before the first epoch (decoding the images, moving the model).
-        images_per_epoch: training images seen per epoch.
-        device: where it ran, e.g. ``"cpu (float32)"``.
-    """
-
-    label: str = ""
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    epoch_time: list[float] = field(default_factory=list)
-    train_time: list[float] = field(default_factory=list)
-    setup_time: float = 0.0
-    images_per_epoch: int = 0
-    device: str = ""
-
-    @property
-    def epochs(self) -> int:
-        return len(self.train_loss)
-
-    @property
-    def best_val_acc(self) -> float | None:
-        """The highest validation accuracy of any epoch (None without validation)."""
-        return max(self.val_acc) if self.val_acc else None
-
-    @property
-    def best_epoch(self) -> int | None:
-        """The epoch (counting from 1) with the highest validation accuracy."""
-        return int(np.argmax(self.val_acc)) + 1 if self.val_acc else None
-
-    def __repr__(self) -> str:
-        title = f"History {self.label!r}" if self.label else "History"
-        where = f" on {self.device}" if self.device else ""
-        best = (f", best val acc {self.best_val_acc:.3f} (epoch {self.best_epoch})"
-                if self.val_acc else "")
-        lines = [f"{title}{where}: {self.epochs} epochs{best}",
-                 "epoch  train loss  train acc  val loss  val acc        lr    time"]
-        for i in range(self.epochs):
-            val = (f"{self.val_loss[i]:8.4f}  {self.val_acc[i]:7.3f}" if i < len(self.val_acc)
-                   else f"{'-':>8}  {'-':>7}")
-            lr = f"{self.lr[i]:9.2e}" if i < len(self.lr) else f"{'-':>9}"
-            t = f"{self.epoch_time[i]:6.1f}s" if i < len(self.epoch_time) else ""
-            lines.append(f"{i + 1:5d}  {self.train_loss[i]:10.4f}  {self.train_acc[i]:9.3f}  {val}  {lr}  {t}")
-        return "\n".join(lines)
-
-    def plot(self, title: str | None = None):
-        """A figure with two panels, loss and accuracy per epoch, training vs validation.
-
-        The same picture as ``tlkit.viz.history(history)``, which also overlays several runs.
-        """
-        from .viz import history as plot_history
-
-        return plot_history(self, title=title)
 
 
 # ---------------------------------------------------------------------------
 # Helpers shared by fit, evaluate, predict and lr_find
 # ---------------------------------------------------------------------------
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's random generators (CPU and GPU)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block with torch's generators seeded by ``seed``, and put their state back afterwards.
+
+    Dropout and stochastic depth draw from torch's global generator, so a reproducible run
+    must seed it; ``torch.random.fork_rng`` keeps that local: after the block the global state
+    is what it was before (scikit-learn's ``random_state`` idea: no tlkit function reseeds
+    your generators).
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    return default_device()[0] if device is None else torch.device(device)
+def seed_everything(seed: int) -> torch.Generator:
+    """A local ``torch.Generator`` seeded with ``seed`` (tlkit no longer reseeds the global generators).
 
-
-def _amp(device: torch.device) -> bool:
-    """bfloat16 autocast on a GPU; float32 on the CPU (bf16 there is slow on most CPUs)."""
-    return device.type == "cuda"
-
-
-def _precision(device: torch.device) -> str:
-    return f"{device.type} ({'bfloat16 autocast' if _amp(device) else 'float32'}, channels-last)"
-
-
-def _preprocessing(model: nn.Module) -> Preprocessing:
-    return backbone_info(model).preprocessing
-
-
-def _check_dataset(ds: Any, what: str) -> None:
-    for attr in ("classes", "targets"):
-        if not hasattr(ds, attr):
-            raise TypeError(f"{what} must be a tlkit ImageDataset (with .classes and .targets), "
-                            f"got {type(ds).__name__}. Load one with tlkit.datasets.load(...).")
-    if len(ds) == 0:
-        raise ValueError(f"{what} is empty: it has no images.")
-
-
-def _check_head(model: nn.Module, classes: list[str]) -> None:
-    head = model.get_submodule(head_path(model))
-    outputs = getattr(head, "out_features", None)
-    if outputs is not None and outputs != len(classes):
-        raise ValueError(f"your head has {outputs} outputs, the dataset has {len(classes)} classes: "
-                         f"call tlkit.replace_head(model, {len(classes)})")
-
-
-def _to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move the model, in channels-last memory format (faster convolutions on GPUs and on CPUs)."""
-    return model.to(device).to(memory_format=torch.channels_last)
-
-
-CPU_CHUNK = 16
-"""On the CPU, inference runs on chunks of this many images: faster per image than big batches."""
-
-
-def _chunks(x: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The batch itself on a GPU; slices of ``CPU_CHUNK`` images on the CPU (inference only)."""
-    return x.split(CPU_CHUNK) if device.type == "cpu" else (x,)
+    >>> g = seed_everything(0)
+    >>> torch.rand(1, generator=g).item() == torch.rand(1, generator=torch.Generator().manual_seed(0)).item()
+    True
+    """
+    return torch.Generator().manual_seed(seed)
 
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, batches: Batches, device: torch.device) -> tuple[float, float]:
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_amp(device)):
+    with eval_mode(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_amp(device)):
         for x, y in batches:
-            out = torch.cat([model(c) for c in _chunks(x, device)]).float()
+            out = torch.cat([model(c) for c in chunks(x, device)]).float()
             loss_sum += F.cross_entropy(out, y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
-    model.train(was_training)
     return loss_sum.item() / batches.n, correct.item() / batches.n
 
 
@@ -214,18 +112,20 @@ def _schedule_factor(schedule: str | None, step: int, total: int) -> float:
 # fit
 # ---------------------------------------------------------------------------
 
-def fit(model: nn.Module, train: Any, val: Any = None, epochs: int = 5, lr: float = 1e-3, *,
+def fit(model: nn.Module, dataset: Any, val: Any = None, epochs: int = 5, lr: float = 1e-3, *,
         param_groups: list[dict] | None = None, batch_size: int = 32, schedule: str | None = None,
         augment: str | Callable | None = "light", weight_decay: float = 0.0, seed: int = 0,
         device: str | torch.device | None = None, progress: bool = True, label: str | None = None,
         callback: Callable[[int, History], Any] | None = None) -> History:
-    """Train ``model`` on ``train`` for ``epochs`` epochs; return the :class:`History`.
+    """Train ``model`` on ``dataset`` for ``epochs`` epochs; return the :class:`History`.
 
     Args:
         model: from ``tlkit.load_backbone``; its head must have one output per class. Frozen
             stages (``tlkit.freeze``) stay frozen, with their BatchNorm statistics.
-        train, val: ``ImageDataset``s. Their own ``transform`` is not used: images go through
-            the backbone's preprocessing, plus ``augment`` for training.
+        dataset, val: training and validation data: ``ImageDataset``s (or ``ImageFolder``s
+            without a transform). Their own ``transform`` is not used: images go through the
+            backbone's preprocessing, plus ``augment`` for training. Every label must be a
+            class index (``0..num_classes - 1``).
         epochs: passes over the training set.
         lr: learning rate of the head. Trainable body stages get smaller rates
             (``tlkit.param_groups(model, lr)``).
@@ -236,10 +136,12 @@ def fit(model: nn.Module, train: Any, val: Any = None, epochs: int = 5, lr: floa
             cosine), stepped every batch.
         augment: ``"none"``, ``"light"``, ``"standard"``, ``"strong"`` (as
             ``tlkit.datasets.PRESETS``, done on whole batches on the device), or a callable taking
-            a uint8 batch (B, 3, resize, resize). Random crops come from the centre square of
-            each image resized to the backbone's ``preprocessing.resize``.
+            a uint8 batch (B, 3, resize, resize); what it returns is centre-cropped (same size
+            back) or resized (any other size) to the model's input size. Random crops come from
+            the centre square of each image resized to the backbone's ``preprocessing.resize``.
         weight_decay: AdamW's decoupled weight decay.
-        seed: fixes initial RNG state, data order and augmentation.
+        seed: fixes data order, augmentation and dropout. Torch's global generators are
+            left as they were (the run uses its own seeded state).
         device: default ``tlkit.default_device()``; the model is moved there and stays there.
         progress: a progress bar (notebook or terminal) and one line per epoch.
         label: the run's name in plots.
@@ -247,32 +149,40 @@ def fit(model: nn.Module, train: Any, val: Any = None, epochs: int = 5, lr: floa
             1); returning ``False`` stops training.
 
     The model is left in eval mode. Training stops early, with a warning, if the loss becomes
-    NaN or infinite (learning rate too high: try ``lr_find``).
+    NaN or infinite (learning rate too high: try ``lr_find``). Ctrl-C (``KeyboardInterrupt``)
+    stops it too: the History of the epochs that finished comes back, with
+    ``interrupted=True``.
 
     >>> history = fit(model, train, val, epochs=3, lr=1e-3, schedule="cosine")  # doctest: +SKIP
     >>> history.best_val_acc  # doctest: +SKIP
     0.94
     """
-    _check_dataset(train, "train")
+    check_dataset(dataset, "dataset", training=True)
     if val is not None:
-        _check_dataset(val, "val")
-        if list(val.classes) != list(train.classes):
-            raise ValueError(f"train and val have different classes: {list(train.classes)} vs {list(val.classes)}. "
-                             "Load both splits of the same dataset.")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        check_dataset(val, "val")
+        if list(val.classes) != list(dataset.classes):
+            raise DatasetError(f"dataset and val have different classes: {list(dataset.classes)} vs "
+                               f"{list(val.classes)}. Load both splits of the same dataset.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ArgumentError(f"epochs must be a positive integer, got {epochs!r}")
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    _check_head(model, list(train.classes))
-    pre = _preprocessing(model)
+        raise ArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_head(model, list(dataset.classes))
+    pre = preprocessing_of(model)
+    device = resolve_device(device)
+    with seeded(seed, device):
+        return _fit(model, dataset, val, epochs, lr, param_groups, batch_size, schedule, augment, weight_decay,
+                    seed, device, progress, label, callback, pre)
 
+
+def _fit(model, dataset, val, epochs, lr, param_groups, batch_size, schedule, augment, weight_decay, seed, device,
+         progress, label, callback, pre) -> History:
+    """The loop of :func:`fit`, after its checks, inside its seeded random state."""
     start = time.perf_counter()
-    device = _device(device)
-    seed_everything(seed)
-    _to_device(model, device)
+    to_device(model, device)
     groups = param_groups if param_groups is not None else stage_param_groups(model, lr, weight_decay=weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    train_batches = Batches(train, pre, batch_size=batch_size, device=device, train=True, augment=augment,
+    train_batches = Batches(dataset, pre, batch_size=batch_size, device=device, train=True, augment=augment,
                             seed=seed, progress=progress)
     val_batches = (Batches(val, pre, batch_size=max(batch_size, 64), device=device, progress=progress)
                    if val is not None else None)
@@ -280,11 +190,11 @@ def fit(model: nn.Module, train: Any, val: Any = None, epochs: int = 5, lr: floa
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _schedule_factor(schedule, step, epochs * steps))
     history = History(label=label or "", setup_time=time.perf_counter() - start,
-                      images_per_epoch=steps * train_batches.batch_size, device=_precision(device))
-    amp = _amp(device)
+                      images_per_epoch=steps * train_batches.batch_size, device=precision(device))
+    amp = uses_amp(device)
 
     bar = Progress(epochs * steps, desc=f"{label + ': ' if label else ''}epoch 1/{epochs}", enabled=progress)
-    bar.line(f"fit{' ' + repr(label) if label else ''}: {len(train)} training images"
+    bar.line(f"fit{' ' + repr(label) if label else ''}: {len(dataset)} training images"
              f"{f', {len(val)} validation' if val is not None else ''}; {steps} batches of "
              f"{train_batches.batch_size} per epoch; on {history.device}")
     benchmark = torch.backends.cudnn.benchmark
@@ -328,11 +238,18 @@ def fit(model: nn.Module, train: Any, val: Any = None, epochs: int = 5, lr: floa
             if not math.isfinite(history.train_loss[-1]):
                 warnings.warn(f"the training loss became {history.train_loss[-1]} in epoch {epoch}: the learning "
                               f"rate {lr:g} is too high for this model. Stopped; try a smaller lr (lr_find "
-                              "suggests one).", RuntimeWarning, stacklevel=2)
+                              "suggests one).", RuntimeWarning, stacklevel=3)
                 break
             if callback is not None and callback(epoch, history) is False:
                 bar.line(f"stopped by the callback after epoch {epoch}")
                 break
+    except KeyboardInterrupt:
+        history.keep_epochs(len(history.epoch_time))
+        history.interrupted = True
+        bar.line(f"interrupted (Ctrl-C): returning the history of the {history.epochs} finished epoch(s); "
+                 "the model keeps the weights it had when you stopped it")
+        if not progress:
+            print(f"fit interrupted: kept the {history.epochs} finished epoch(s)", flush=True)
     finally:
         bar.close()
         torch.backends.cudnn.benchmark = benchmark
@@ -344,43 +261,30 @@ def fit(model: nn.Module, train: Any, val: Any = None, epochs: int = 5, lr: floa
 # evaluate and predict
 # ---------------------------------------------------------------------------
 
-def evaluate(model: nn.Module, ds: Any, batch_size: int = 64, device: str | torch.device | None = None) -> dict:
-    """Mean cross-entropy loss and accuracy of ``model`` on ``ds`` (eval preprocessing, no augmentation).
+def evaluate(model: nn.Module, dataset: Any, batch_size: int = 64, device: str | torch.device | None = None, *,
+             progress: bool = True) -> dict:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``dataset`` (eval preprocessing, no augmentation).
 
-    The model is moved to ``device`` (default ``tlkit.default_device()``).
+    ``dataset`` is an ``ImageDataset`` (its images get the backbone's own preprocessing) or a
+    dataset that already gives preprocessed tensors, e.g. ``ImageFolder(root,
+    transform=tlkit.preprocess(model))``, whose tensors are used as they are. The model is
+    moved to ``device`` (default ``tlkit.default_device()``).
 
     >>> evaluate(model, val)  # doctest: +SKIP
     {'loss': 0.21, 'accuracy': 0.93}
     """
-    _check_dataset(ds, "ds")
-    _check_head(model, list(ds.classes))
-    device = _device(device)
-    _to_device(model, device)
-    loss, acc = _evaluate(model, Batches(ds, _preprocessing(model), batch_size=batch_size, device=device), device)
+    check_dataset(dataset, "dataset")
+    check_head(model, list(dataset.classes))
+    device = resolve_device(device)
+    to_device(model, device)
+    pre = preprocessing_of(model, required=not gives_tensors(dataset))  # ready tensors need no preprocessing
+    batches = Batches(dataset, pre, batch_size=batch_size, device=device, progress=progress)
+    loss, acc = _evaluate(model, batches, device)
     return {"loss": loss, "accuracy": acc}
 
 
-@torch.no_grad()
-def predict(model: nn.Module, ds: Any, batch_size: int = 64, device: str | torch.device | None = None
-            ) -> torch.Tensor:
-    """Class probabilities for every image of ``ds``, in order: a float tensor (N, num_classes) on the CPU.
-
-    Eval preprocessing, no augmentation; the model is moved to ``device`` (default ``tlkit.default_device()``).
-
-    >>> probs = predict(model, val)  # doctest: +SKIP
-    >>> probs.argmax(1)[:5]  # doctest: +SKIP
-    """
-    _check_dataset(ds, "ds")
-    device = _device(device)
-    _to_device(model, device)
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_amp(device)):
-        for x, _ in Batches(ds, _preprocessing(model), batch_size=batch_size, device=device):
-            out.append(torch.cat([model(c) for c in _chunks(x, device)]).float().softmax(1).cpu())
-    model.train(was_training)
-    return torch.cat(out)
+# ``predict_proba(model, dataset)``, class probabilities, is imported above from tlkit._runtime:
+# one implementation for tlkit.train and tlkit.viz.
 
 
 # ---------------------------------------------------------------------------
@@ -457,7 +361,7 @@ def _suggest(lrs: list[float], smoothed: list[float], start: float) -> float:
     return float(lrs[skip + int(np.argmin(slope[skip:]))])
 
 
-def lr_find(model: nn.Module, train: Any, start: float = 1e-6, end: float = 1.0, steps: int = 50, *,
+def lr_find(model: nn.Module, dataset: Any, start: float = 1e-6, end: float = 1.0, steps: int = 50, *,
             batch_size: int = 32, augment: str | Callable | None = "light", weight_decay: float = 0.0,
             seed: int = 0, device: str | torch.device | None = None, progress: bool = True,
             diverge: float = 4.0) -> LRFinderResult:
@@ -478,22 +382,29 @@ def lr_find(model: nn.Module, train: Any, start: float = 1e-6, end: float = 1.0,
     0.0021
     >>> result.plot()  # doctest: +SKIP
     """
-    _check_dataset(train, "train")
-    _check_head(model, list(train.classes))
+    check_dataset(dataset, "dataset", training=True)
+    check_head(model, list(dataset.classes))
     if not 0 < start < end:
-        raise ValueError(f"need 0 < start < end, got start={start}, end={end}")
+        raise ArgumentError(f"need 0 < start < end, got start={start}, end={end}")
     if steps < 3:
-        raise ValueError(f"steps must be at least 3, got {steps}")
-    device = _device(device)
-    seed_everything(seed)
-    work = _to_device(copy.deepcopy(model), device)
+        raise ArgumentError(f"steps must be at least 3, got {steps}")
+    device = resolve_device(device)
+    with seeded(seed, device):
+        return _lr_find(model, dataset, start, end, steps, batch_size, augment, weight_decay, seed, device, progress,
+                        diverge)
+
+
+def _lr_find(model, dataset, start, end, steps, batch_size, augment, weight_decay, seed, device, progress,
+             diverge) -> LRFinderResult:
+    """The sweep of :func:`lr_find`, after its checks, inside its seeded random state."""
+    work = to_device(copy.deepcopy(model), device)
     groups = stage_param_groups(work, start, weight_decay=weight_decay)
     ratios = [g["lr"] / start for g in groups]  # each group keeps its share of the head's lr
     optimizer = torch.optim.AdamW(groups, lr=start, weight_decay=weight_decay)
-    batches = Batches(train, _preprocessing(work), batch_size=batch_size, device=device, train=True,
+    batches = Batches(dataset, preprocessing_of(work), batch_size=batch_size, device=device, train=True,
                       augment=augment, seed=seed, progress=progress)
-    amp = _amp(device)
-    chance = math.log(len(train.classes))  # the loss of a uniform guess
+    amp = uses_amp(device)
+    chance = math.log(len(dataset.classes))  # the loss of a uniform guess
     lrs, raw, diverged = [], [], False
     avg, best = 0.0, math.inf
     bar = Progress(steps, desc="lr_find", enabled=progress)
@@ -536,15 +447,17 @@ def lr_find(model: nn.Module, train: Any, start: float = 1e-6, end: float = 1.0,
 
 
 def clear_cache() -> None:
-    """Free the decoded images and the extracted features that tlkit keeps in memory."""
+    """Free the decoded images, extracted features and stage outputs that tlkit keeps in memory.
+
+    The disk cache of features stays (``tlkit.download.cache_dir("features")``).
+    """
     clear_image_cache()
-    from . import features
-
     features.clear_memory_cache()
+    clear_all()  # and every other tlkit cache, e.g. the advisor's stage outputs
 
 
-# Feature extraction lives in tlkit/features.py; the lessons reach it as ``train.extract_features``
-# too, since training a head on extracted features is one of the ways to train.
+# Feature extraction lives in tlkit/features.py; ``tlkit.train`` shows it too, since training a
+# head on extracted features is one of the ways to train.
 from .features import Features, ProbeResult, extract_features, linear_probe, train_head  # noqa: E402
 
 __all__ += ["Features", "ProbeResult", "extract_features", "linear_probe", "train_head"]

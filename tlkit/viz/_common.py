@@ -1,11 +1,14 @@
-"""Small helpers shared by the tlkit.viz modules: figures, input images, layers, class names."""
+"""Small helpers shared by the tlkit.viz modules: figures, input images, layers, class names.
+
+Device, eval mode, stage names and the forward hooks that read a layer's output come from
+``tlkit._runtime``, which training and feature extraction use too.
+"""
 from __future__ import annotations
 
 import difflib
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -14,7 +17,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from ..stages import list_stages as stages
+from .. import _runtime
+from .._runtime import device_of, eval_mode, list_stages, run_until, stage_names  # noqa: F401 (used by viz modules)
 
 ImageLike = Image.Image | torch.Tensor | str | Path
 
@@ -56,33 +60,12 @@ def hide_ticks(ax) -> None:
 
 def preprocessing_of(model: nn.Module):
     """The backbone's :class:`tlkit.Preprocessing`, or None for a model tlkit did not load."""
-    info = getattr(model, "tlkit_backbone", None)
-    return None if info is None else info.preprocessing
-
-
-def device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return torch.device("cpu") if p is None else p.device
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run the model in eval mode and put it back into the mode it was in."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def stage_names(model: nn.Module) -> list[str]:
-    return [s.name for s in stages(model)]
+    return _runtime.preprocessing_of(model, required=False)
 
 
 def resolve_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
     """``(dotted path, module)`` for a stage name (its output module) or a dotted module path."""
-    for stage in stages(model):
+    for stage in list_stages(model):
         if stage.name == layer:
             return stage.output, model.get_submodule(stage.output)
     try:
@@ -103,7 +86,7 @@ def find_conv(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Conv2
     if layer is None:
         roots = [""]
     else:
-        by_name = {s.name: s for s in stages(model)}
+        by_name = {s.name: s for s in list_stages(model)}
         roots = list(by_name[layer].modules) if layer in by_name else [resolve_layer(model, layer)[0]]
     for root in roots:
         module = model.get_submodule(root) if root else model
@@ -204,42 +187,3 @@ def as_hwc(img: Image.Image | torch.Tensor) -> Any:
     if img.dtype == torch.uint8:
         img = img.float() / 255
     return img.permute(1, 2, 0).squeeze(-1).numpy() if img.dim() == 3 else img.numpy()
-
-
-# ---------------------------------------------------------------------------
-# Running part of a model
-# ---------------------------------------------------------------------------
-
-class _Stop(Exception):
-    pass
-
-
-def run_until(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor, *, stop: bool = True):
-    """Forward ``x`` and return ``{name: output}`` of the given modules, read by forward hooks.
-
-    With ``stop=True`` the forward pass ends as soon as every output has been seen (an
-    early layer of a large network costs only the layers before it). Returns
-    ``(outputs, model_output_or_None)``.
-    """
-    outputs: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def save(module, args, output):
-            outputs[name] = output
-            if stop and len(outputs) == len(modules):
-                raise _Stop
-        return save
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-    result = None
-    try:
-        result = model(x)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    missing = set(modules) - set(outputs)
-    if missing:
-        raise RuntimeError(f"the forward pass never ran {sorted(missing)}; is it part of this model's forward()?")
-    return outputs, result

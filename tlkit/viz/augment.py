@@ -2,8 +2,8 @@
 
 Example:
     >>> import tlkit
-    >>> ds = tlkit.datasets.load("hymenoptera", "train")                   # doctest: +SKIP
-    >>> fig = tlkit.viz.augmentations(ds, tlkit.datasets.augmentation("strong"))  # doctest: +SKIP
+    >>> dataset = tlkit.datasets.load("hymenoptera", "train")              # doctest: +SKIP
+    >>> fig = tlkit.viz.augmentations(dataset, tlkit.datasets.augmentation("strong"))  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -48,17 +48,17 @@ def _as_image_tensor(out, transform) -> torch.Tensor:
     return to_display(out)
 
 
-def augmentations(ds, transform, n: int = 8, index: int = 0, *, seed: int = 0) -> Figure:
-    """The image ``ds[index]`` as loaded, then under ``n`` random draws of ``transform``.
+def augmentations(dataset, augment, n: int = 8, index: int = 0, *, seed: int = 0) -> Figure:
+    """The image ``dataset[index]`` as loaded, then under ``n`` random draws of ``augment``.
 
     Args:
-        ds: an ``ImageDataset`` (its untransformed ``load_image(index)`` is used), a PIL image
+        dataset: an ``ImageDataset`` (its untransformed ``load_image(index)`` is used), a PIL image
             or an image path.
-        transform: the augmentation pipeline (``tlkit.datasets.augmentation("standard")``,
+        augment: the augmentation pipeline (``tlkit.datasets.augmentation("standard")``,
             a torchvision transform, any callable), or a preset name for
             ``tlkit.datasets.augmentation``. A pipeline that normalises is shown unnormalised.
         n: number of random draws.
-        index: which image of ``ds``.
+        index: which image of ``dataset``.
         seed: the draws are seeded (the global random state is left as it was).
 
     ``fig.tlkit_data["images"]`` holds the ``n`` augmented images (3×H×W in [0, 1]).
@@ -69,31 +69,33 @@ def augmentations(ds, transform, n: int = 8, index: int = 0, *, seed: int = 0) -
     >>> len(fig.tlkit_data["images"])
     4
     """
-    if isinstance(ds, (Image.Image, str, Path)):
-        original, name = load_image(ds), ""
-    elif hasattr(ds, "load_image"):
-        if not 0 <= index < len(ds):
-            raise IndexError(f"index {index} is out of range for a dataset of {len(ds)} images")
-        original = ds.load_image(index)
-        classes, targets = getattr(ds, "classes", None), getattr(ds, "targets", None)
+    if isinstance(dataset, (Image.Image, str, Path)):
+        original, name = load_image(dataset), ""
+    elif hasattr(dataset, "load_image"):
+        if not 0 <= index < len(dataset):
+            raise IndexError(f"index {index} is out of range for a dataset of {len(dataset)} images")
+        original = dataset.load_image(index)
+        classes, targets = getattr(dataset, "classes", None), getattr(dataset, "targets", None)
         name = f" ({classes[targets[index]]})" if classes is not None and targets is not None else ""
     else:
-        raise TypeError(f"expected an ImageDataset (with load_image), a PIL image or a path, got {type(ds).__name__}")
+        raise TypeError(f"expected an ImageDataset (with load_image), a PIL image or a path, "
+                        f"got {type(dataset).__name__}")
     what = "the augmentation"
-    if isinstance(transform, str):
+    if isinstance(augment, str):
         from .. import datasets
 
-        what = f"the {transform!r} augmentation"
-        transform = datasets.augmentation(transform)
-    if not callable(transform):
-        raise TypeError(f"transform must be callable (a torchvision transform), got {type(transform).__name__}")
+        what = f"the {augment!r} augmentation"
+        augment = datasets.augmentation(augment)
+    if not callable(augment):
+        raise TypeError(f"augment must be a preset name or a callable (a torchvision transform), "
+                        f"got {type(augment).__name__}")
 
     python_state = random.getstate()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         random.seed(seed)
         try:
-            images = [_as_image_tensor(transform(original), transform) for _ in range(n)]
+            images = [_as_image_tensor(augment(original), augment) for _ in range(n)]
         finally:
             random.setstate(python_state)
 
@@ -109,6 +111,6 @@ def augmentations(ds, transform, n: int = 8, index: int = 0, *, seed: int = 0) -
         hide_ticks(ax)
     for ax in axes[len(tiles):]:
         ax.axis("off")
-    where = f"Image {index}{name}" if hasattr(ds, "load_image") else "The image"
+    where = f"Image {index}{name}" if hasattr(dataset, "load_image") else "The image"
     fig.suptitle(f"{where} under {n} random draws of {what} (seed {seed})")
     return finish(fig, images=images, original=tiles[0][0])

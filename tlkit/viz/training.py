@@ -16,12 +16,13 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
-from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from ._common import (as_hwc, class_names, device_of, eval_mode, finish, hide_ticks, new_figure, preprocessing_of,
-                      show_input)
+from .._batches import gives_tensors
+from .._runtime import predict_proba
+from ..errors import DatasetError
+from ._common import as_hwc, class_names, finish, hide_ticks, new_figure, preprocessing_of, show_input
 
 __all__ = ["history", "confusion", "top_losses", "predictions"]
 
@@ -104,51 +105,47 @@ def history(h_or_list, *, title: str | None = None) -> Figure:
 # Predictions on a dataset
 # ---------------------------------------------------------------------------
 
-def _inputs(model: nn.Module, ds, transform):
-    """A function ``i -> (input tensor, label)`` for dataset item ``i``."""
-    if transform is None and preprocessing_of(model) is not None and hasattr(ds, "load_image"):
-        transform = preprocessing_of(model).transform()
-    if transform is not None and hasattr(ds, "load_image"):
-        labels = getattr(ds, "targets", None)
-        return lambda i: (transform(ds.load_image(i)), int(labels[i]) if labels is not None else int(ds[i][1]))
+class _Transformed:
+    """A read-only view of ``(transform(image), label)`` pairs of any dataset, with ``classes`` and ``targets``."""
 
-    to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+        targets = getattr(dataset, "targets", None)
+        if targets is None:
+            targets = [dataset[i][1] for i in range(len(dataset))]
+        self.targets = [int(t) for t in targets]
+        self.classes = list(getattr(dataset, "classes", None) or range(max(self.targets) + 1))
 
-    def get(i):
-        x, y = ds[i]
-        if transform is not None:
-            x = transform(x)
-        elif isinstance(x, Image.Image):
-            x = to_tensor(x)
-        return x, int(y)
-    return get
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        image = self.dataset.load_image(i) if hasattr(self.dataset, "load_image") else self.dataset[i][0]
+        return self.transform(image), self.targets[i]
 
 
-@torch.no_grad()
-def predictions(model: nn.Module, ds, *, transform=None, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(probabilities N×C, true labels N)`` of ``model`` on every item of ``ds``.
+def predictions(model: nn.Module, dataset, *, transform=None, batch_size: int = 64,
+                device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities N×C, true labels N)`` of ``model`` on every item of ``dataset``.
 
-    Images are preprocessed with the backbone's own evaluation transform
-    (``tlkit.preprocess(model)`` on ``ds.load_image(i)``), not with the dataset's (possibly
-    augmenting) transform; pass ``transform`` to choose another. Models tlkit did not load
-    get the dataset's own items.
+    The same computation as ``tlkit.predict_proba`` (same preprocessing, same device rules:
+    ``device=None`` is ``tlkit.default_device()``, and the model moves there): images get the
+    backbone's own evaluation preprocessing, not the dataset's (possibly augmenting)
+    transform. Pass ``transform`` to choose another. For a model tlkit did not load, the
+    dataset's own tensors are used, or its images scaled to [0, 1].
     """
-    if len(ds) == 0:
-        raise ValueError("the dataset is empty")
-    get = _inputs(model, ds, transform)
-    device = device_of(model)
-    probs, labels = [], []
-    with eval_mode(model):
-        for start in range(0, len(ds), batch_size):
-            items = [get(i) for i in range(start, min(start + batch_size, len(ds)))]
-            x = torch.stack([x for x, _ in items]).to(device)
-            probs.append(model(x).float().softmax(dim=1).cpu())
-            labels += [y for _, y in items]
-    return torch.cat(probs), torch.tensor(labels)
+    if len(dataset) == 0:
+        raise DatasetError("the dataset is empty: there are no images to predict")
+    if transform is None and preprocessing_of(model) is None and not gives_tensors(dataset):
+        transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    if transform is not None or not hasattr(dataset, "targets"):
+        dataset = _Transformed(dataset, transform if transform is not None else (lambda x: x))
+    probs = predict_proba(model, dataset, batch_size=batch_size, device=device, progress=False)
+    return probs, torch.as_tensor(list(dataset.targets), dtype=torch.long)
 
 
-def _classes(ds, n: int) -> list[str]:
-    names = getattr(ds, "classes", None)
+def _classes(dataset, n: int) -> list[str]:
+    names = getattr(dataset, "classes", None)
     if names is not None and len(names) != n:
         raise ValueError(f"the model has {n} outputs but the dataset has {len(names)} classes ({names[:5]}...). "
                          f"Give the model a head for this dataset: tlkit.replace_head(model, {len(names)}) "
@@ -156,14 +153,14 @@ def _classes(ds, n: int) -> list[str]:
     return class_names(n, names)
 
 
-def _checked(model, ds, probs, transform, batch_size):
+def _checked(model, dataset, probs, transform, batch_size):
     if probs is None:
-        return predictions(model, ds, transform=transform, batch_size=batch_size)
+        return predictions(model, dataset, transform=transform, batch_size=batch_size)
     probs = torch.as_tensor(probs).float()
-    if len(probs) != len(ds):
-        raise ValueError(f"probs has {len(probs)} rows for a dataset of {len(ds)} items")
-    labels = getattr(ds, "targets", None)
-    labels = torch.as_tensor(list(labels) if labels is not None else [int(ds[i][1]) for i in range(len(ds))])
+    if len(probs) != len(dataset):
+        raise ValueError(f"probs has {len(probs)} rows for a dataset of {len(dataset)} items")
+    labels = getattr(dataset, "targets", None)
+    labels = torch.as_tensor(list(labels) if labels is not None else [int(dataset[i][1]) for i in range(len(dataset))])
     return probs, labels
 
 
@@ -171,16 +168,16 @@ def _checked(model, ds, probs, transform, batch_size):
 # Confusion matrix and top losses
 # ---------------------------------------------------------------------------
 
-def confusion(model: nn.Module, ds, *, normalize: bool = False, probs: torch.Tensor | None = None, transform=None,
+def confusion(model: nn.Module, dataset, *, normalize: bool = False, probs: torch.Tensor | None = None, transform=None,
               batch_size: int = 64) -> Figure:
-    """Confusion matrix of ``model`` on ``ds``: true class down, predicted class across.
+    """Confusion matrix of ``model`` on ``dataset``: true class down, predicted class across.
 
     Args:
-        model: a classifier whose outputs are ``ds.classes``.
-        ds: an ``ImageDataset`` (``classes``, ``targets``, ``load_image``) or any dataset of
+        model: a classifier whose outputs are ``dataset.classes``.
+        dataset: an ``ImageDataset`` (``classes``, ``targets``, ``load_image``) or any dataset of
             ``(image, label)`` pairs.
         normalize: colour by the share of each true class instead of counts.
-        probs: predicted probabilities (N×C) if you already have them (``tlkit.train.predict``).
+        probs: predicted probabilities (N×C) if you already have them (``tlkit.predict_proba``).
 
     ``fig.tlkit_data`` holds ``matrix`` (counts), ``classes`` and ``accuracy``.
 
@@ -188,8 +185,8 @@ def confusion(model: nn.Module, ds, *, normalize: bool = False, probs: torch.Ten
     """
     from sklearn.metrics import confusion_matrix
 
-    probs, labels = _checked(model, ds, probs, transform, batch_size)
-    names = _classes(ds, probs.shape[1])
+    probs, labels = _checked(model, dataset, probs, transform, batch_size)
+    names = _classes(dataset, probs.shape[1])
     predicted = probs.argmax(dim=1)
     matrix = confusion_matrix(labels.numpy(), predicted.numpy(), labels=list(range(len(names))))
     shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalize else matrix
@@ -217,7 +214,7 @@ def confusion(model: nn.Module, ds, *, normalize: bool = False, probs: torch.Ten
     return finish(fig, matrix=matrix, classes=names, accuracy=accuracy, predicted=predicted, targets=labels)
 
 
-def top_losses(model: nn.Module, ds, k: int = 9, *, probs: torch.Tensor | None = None, transform=None,
+def top_losses(model: nn.Module, dataset, k: int = 9, *, probs: torch.Tensor | None = None, transform=None,
                batch_size: int = 64) -> Figure:
     """The ``k`` images with the highest loss: what the model gets most confidently wrong.
 
@@ -225,17 +222,17 @@ def top_losses(model: nn.Module, ds, k: int = 9, *, probs: torch.Tensor | None =
     its probability, and the loss ``-log p(true class)``.
 
     Args:
-        model: a classifier whose outputs are ``ds.classes``.
-        ds: an ``ImageDataset`` (``classes``, ``targets``, ``load_image``) or a dataset of ``(image, label)``.
+        model: a classifier whose outputs are ``dataset.classes``.
+        dataset: an ``ImageDataset`` (``classes``, ``targets``, ``load_image``) or a dataset of ``(image, label)``.
         k: how many images.
         probs: predicted probabilities (N×C) if you already have them.
 
-    ``fig.tlkit_data`` holds ``indices`` (into ``ds``), ``losses``, ``predicted`` and ``targets``.
+    ``fig.tlkit_data`` holds ``indices`` (into ``dataset``), ``losses``, ``predicted`` and ``targets``.
 
     >>> fig = top_losses(model, val_ds, k=6)  # doctest: +SKIP
     """
-    probs, labels = _checked(model, ds, probs, transform, batch_size)
-    names = _classes(ds, probs.shape[1])
+    probs, labels = _checked(model, dataset, probs, transform, batch_size)
+    names = _classes(dataset, probs.shape[1])
     losses = -probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log()
     k = min(k, len(labels))
     order = losses.argsort(descending=True)[:k]
@@ -245,7 +242,7 @@ def top_losses(model: nn.Module, ds, k: int = 9, *, probs: torch.Tensor | None =
     fig = new_figure(3.0 * ncols, 3.3 * nrows + 0.4)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, i in zip(axes.flat, order.tolist()):
-        image = ds.load_image(i) if hasattr(ds, "load_image") else ds[i][0]
+        image = dataset.load_image(i) if hasattr(dataset, "load_image") else dataset[i][0]
         if isinstance(image, torch.Tensor) and image.is_floating_point():
             image = show_input(model, image)            # a preprocessed tensor: undo the normalisation
         ax.imshow(as_hwc(image))

@@ -60,7 +60,7 @@ class AdvisorWidget(_Explorer):
         return max(1, round(self.per_class * self.n_classes))
 
     def _advise(self) -> Any:
-        return self._advisor.advise(self.n_train, self.n_classes, self.similarity, backbone=self.backbone)
+        return self._advisor.advise(self.n_train, self.n_classes, self.similarity, model=self.backbone)
 
     def set(self, *, per_class: float | None = None, n_classes: int | None = None,
             similarity: str | float | None = None) -> Any:
