@@ -36,10 +36,11 @@ def _checked(label: str, compute) -> str:
 
 def _cache_line(kind: str, variable: str) -> str:
     from .download import cache_dir
+    from .errors import DatasetError
 
     try:
         return f"{cache_dir(kind)}  ({variable})"
-    except OSError as exc:
+    except (OSError, DatasetError) as exc:
         where = os.environ.get(variable) or "the user's cache folder"
         if os.environ.get(variable) and os.path.isfile(os.path.expanduser(where)):
             where += " is a file, not a folder"
