@@ -119,7 +119,7 @@ REAL_WRONG = {
 REAL_MESSAGES = {
     "ex2_1_normalization_test": "different normalization than ImageNet's",
     "ex2_2_head_test": "your head has 1000 outputs, the dataset has 2 classes",
-    "ex2_3_freeze_test": "BatchNorm layers in the frozen stages still update their running statistics",
+    "ex2_3_freeze_test": "BatchNorm layers in the frozen stages still run in training mode",
     "ex2_4_optimizer_test": "the optimizer holds 147 frozen parameter tensors",
 }
 
