@@ -323,12 +323,33 @@ def check_frozen(model: nn.Module, until: str | None = None) -> None:
     _ok(f"frozen: {frozen_part}; trainable: {_stage_names(names[stop:])} ({count['trainable']:,} parameters)")
 
 
-def check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+def _wrong_rates(optimizer: torch.optim.Optimizer, named: dict[str, nn.Parameter], owner: dict[str, str],
+                 lr: float | dict[str, float]) -> list[str]:
+    """One problem per stage whose parameters train at a rate other than the one asked for."""
+    rate_of = {id(p): float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+    wrong: dict[str, set[float]] = {}
+    for name, p in named.items():
+        stage = owner[name]
+        want = lr.get(stage) if isinstance(lr, dict) else lr
+        if want is None or not p.requires_grad or id(p) not in rate_of:
+            continue
+        if not math.isclose(rate_of[id(p)], want, rel_tol=1e-9):
+            wrong.setdefault(stage, set()).add(rate_of[id(p)])
+    return [f"{'the head' if stage == 'head' else stage} trains at lr {', '.join(f'{r:g}' for r in sorted(rates))}; "
+            f"the exercise asks for {(lr.get(stage) if isinstance(lr, dict) else lr):g}."
+            for stage, rates in wrong.items()]
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, *, lr: float | dict[str, float] | None = None,
+                    kind: type | None = None) -> None:
     """The optimizer holds exactly the model's trainable parameters, each with a positive learning rate.
 
     Names what is wrong: frozen parameters it holds, trainable ones it misses (the new head
     in particular) and parameters that are not in the model at all (typically the old
-    head, when the optimizer was made before the head was replaced).
+    head, when the optimizer was made before the head was replaced). When the exercise
+    states them, also checks the optimizer's class (``kind``, e.g. ``torch.optim.AdamW``) and
+    the learning rates: ``lr`` is one rate for every parameter, or ``{stage name: rate}``
+    (stage names as in :func:`tlkit.trainable_summary`; stages not named are not checked).
 
     >>> import torch, tlkit
     >>> m = tlkit.freeze(tlkit.load_backbone("resnet18", pretrained=False, num_classes=2))
@@ -343,6 +364,9 @@ def check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
               "class from torch.optim.")
     _require(optimizer, "optimizer", torch.optim.Optimizer, "Create it with a class from torch.optim.")
     _require(model, "model", nn.Module)
+    if kind is not None and not isinstance(optimizer, kind):
+        raise CheckFailed(f"the optimizer is a {type(optimizer).__name__}; the exercise asks for torch.optim."
+                          f"{kind.__name__}.")
     held = {id(p): p for group in optimizer.param_groups for p in group["params"]}
     named = dict(model.named_parameters())
     in_model = {id(p) for p in named.values()}
@@ -369,11 +393,13 @@ def check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
         problems.append(f"the optimizer holds {len(foreign)} tensors ({values:,} values) that are not part of this "
                         f"model.{cause}")
     for i, group in enumerate(optimizer.param_groups):
-        lr = group.get("lr", None)
-        if isinstance(lr, torch.Tensor):
-            lr = float(lr)
-        if not isinstance(lr, Real) or not lr > 0:
-            problems.append(f"parameter group {group.get('name', i)!r} has learning rate {lr!r}: it would not move.")
+        rate = group.get("lr", None)
+        if isinstance(rate, torch.Tensor):
+            rate = float(rate)
+        if not isinstance(rate, Real) or not rate > 0:
+            problems.append(f"parameter group {group.get('name', i)!r} has learning rate {rate!r}: it would not move.")
+    if lr is not None and not problems:
+        problems += _wrong_rates(optimizer, named, owner, lr)
     if problems:
         raise CheckFailed(" ".join(problems))
     trainable = [n for n, p in named.items() if p.requires_grad]

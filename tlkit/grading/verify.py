@@ -100,11 +100,19 @@ def _device(model: nn.Module) -> torch.device:
 # What was built
 # ---------------------------------------------------------------------------
 
-def head(model: nn.Module, path: str, num_classes: int, in_features: int | None = None) -> None:
-    """``model.<path>`` is a trainable ``nn.Linear`` with ``num_classes`` outputs that the model runs last."""
+def head(model: nn.Module, path: str | None, num_classes: int, in_features: int | None = None) -> None:
+    """``model.<path>`` is a trainable ``nn.Linear`` with ``num_classes`` outputs that the model runs last.
+
+    ``path=None``: the model's last ``nn.Linear`` layer.
+    """
     __tracebackhide__ = True
     if not isinstance(model, nn.Module):
         _fail(f"model is not written yet (it is {type(model).__name__}).")
+    if path is None:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            _fail("the model has no nn.Linear layer: the head should be one.")
+        path = linears[-1]
     layer = model.get_submodule(path)
     if not isinstance(layer, nn.Linear):
         _fail(f"model.{path} is a {type(layer).__name__}, not an nn.Linear.")

@@ -1,0 +1,292 @@
+"""The lessons' own exercise and test cells, run against small stand-ins for the lesson's objects.
+
+Running a lesson takes minutes; its exercise cells need only a few of its objects (a model, a
+batch, a finder result). So these tests read the cells from ``course/source`` and ``exec`` them
+in a namespace holding stand-ins, as the kernel would, to show on the real cell code that
+
+* the solution passes the visible test *and* the hidden one;
+* a visible ✓ means full marks: an answer that breaks a requirement the exercise states fails the
+  visible test (lesson 2's optimizer at ``lr=1e-1`` used to print ✓, then score 0);
+* tampering from the kernel (issue 15's attacks) fails the hidden test.
+
+Blank answers are tested on nbgrader's student version in tests/test_nbgrader.py.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2
+
+import tlkit
+from tlkit import advisor, grading, train
+from tlkit.grading import CheckFailed
+
+pytestmark = pytest.mark.slow  # builds several EfficientNets: about a minute on 2 busy cores
+
+SOURCE = Path(__file__).resolve().parents[1] / "course" / "source"
+MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+FREEZING = importlib.import_module("tlkit.freeze")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def put_back():
+    """Cells below patch tlkit as a student would; put every module back afterwards."""
+    modules = [tlkit, grading, grading.verify, FREEZING, train]
+    saved = [dict(vars(m)) for m in modules]
+    yield
+    for module, before in zip(modules, saved):
+        for name in set(vars(module)) - set(before):
+            delattr(module, name)
+        for name, value in before.items():
+            if vars(module).get(name) is not value:
+                setattr(module, name, value)
+
+
+def cell(lesson: str, grade_id: str) -> str:
+    path = next(SOURCE.glob(f"{lesson}*/*.ipynb"))
+    nb = nbformat.read(path, as_version=4)
+    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def visible(source: str) -> str:
+    return source.split("### BEGIN HIDDEN TESTS")[0]
+
+
+def run(ns: dict, source: str) -> dict:
+    exec(compile(source, "<cell>", "exec"), ns)
+    return ns
+
+
+def answer(lesson: str, grade_id: str, ns: dict, code: str | None = None) -> dict:
+    """Run an exercise cell with its solution (``code=None``) or ``code`` typed over the solution region."""
+    lines = cell(lesson, grade_id).splitlines(keepends=True)
+    begin = next(i for i, line in enumerate(lines) if "### BEGIN SOLUTION" in line)
+    end = next(i for i, line in enumerate(lines) if "### END SOLUTION" in line)
+    indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
+    middle = lines[begin + 1:end] if code is None else [indent + line + "\n" for line in code.splitlines()]
+    return run(ns, "".join(lines[:begin] + middle + lines[end + 1:]))
+
+
+def base() -> dict:
+    return {"tlkit": tlkit, "grading": grading, "train": train, "advisor": advisor, "torch": torch, "nn": nn,
+            "F": F, "v2": v2}
+
+
+@pytest.fixture(scope="module")
+def lite_weights():
+    torch.manual_seed(0)
+    return tlkit.load_backbone("efficientnet_lite0", pretrained=False).state_dict()
+
+
+@pytest.fixture
+def pretrained_off(monkeypatch, lite_weights):
+    """The lessons load ImageNet weights; random ones are enough here (and never touch the disk)."""
+    real = tlkit.load_backbone
+
+    def load(name="efficientnet_lite0", pretrained=True, num_classes=None, **kw):
+        return real(name, False, num_classes, **kw)
+    monkeypatch.setattr(tlkit, "load_backbone", load)
+
+
+# --------------------------------------------------------------------------- lesson 2
+
+@pytest.fixture
+def lesson2(pretrained_off):
+    ns = base() | {"train_ds": SimpleNamespace(classes=["ants", "bees"])}
+    answer("02", "ex2_2_head", ns)
+    return ns
+
+
+def test_lesson2_solutions_pass_visible_and_hidden(lesson2, capsys):
+    for exercise in ("ex2_3_freeze", "ex2_4_optimizer"):
+        answer("02", exercise, lesson2)
+    for test in ("ex2_2_head_test", "ex2_3_freeze_test", "ex2_4_optimizer_test"):
+        run(lesson2, cell("02", test))
+    out = capsys.readouterr().out
+    assert "✓ head" in out and "✓ frozen" in out and "✓ optimizer" in out
+
+
+@pytest.mark.parametrize("code,match", [
+    ("optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-1)",
+     "the head trains at lr 0.1; the exercise asks for 0.001"),
+    ("optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)",
+     "the exercise asks for torch.optim.AdamW"),
+])
+def test_lesson2_optimizer_breaking_a_stated_requirement_fails_the_visible_test(lesson2, code, match):
+    """The ✓-then-0 case of issue 15: lr=1e-1 printed ✓, then the hidden test gave 0."""
+    answer("02", "ex2_3_freeze", lesson2)
+    answer("02", "ex2_4_optimizer", lesson2, code)
+    with pytest.raises(CheckFailed, match=match):
+        run(lesson2, visible(cell("02", "ex2_4_optimizer_test")))
+
+
+def test_lesson2_replaced_checks_pass_the_visible_test_but_not_the_hidden_one(lesson2):
+    answer("02", "ex2_3_freeze", lesson2, """from types import SimpleNamespace
+import tlkit.grading
+tlkit.grading.check_frozen = lambda *args, **kwargs: print("✓ frozen")
+tlkit.trainable_summary = lambda model: SimpleNamespace(trainable=1280 * 2 + 2)""")
+    run(lesson2, visible(cell("02", "ex2_3_freeze_test")))  # fooled: nothing is frozen
+    with pytest.raises(AssertionError, match="should be frozen are still trainable"):
+        run(lesson2, cell("02", "ex2_3_freeze_test"))
+
+
+def test_lesson2_fail_switched_off_does_not_pass(lesson2):
+    answer("02", "ex2_2_head", lesson2, "import tlkit.grading\ntlkit.grading._fail = lambda m: None")
+    with pytest.raises(AssertionError, match="1000 outputs"):
+        run(lesson2, cell("02", "ex2_2_head_test"))
+
+
+def test_lesson2_batchnorm_momentum_zero_fails_visible_and_hidden(lesson2):
+    code = """for p in model.parameters():
+    p.requires_grad = False
+model.classifier.requires_grad_(True)
+for m in model.modules():
+    if isinstance(m, nn.BatchNorm2d):
+        m.momentum = 0.0
+model.train()"""
+    answer("02", "ex2_3_freeze", lesson2, code)
+    with pytest.raises(CheckFailed, match="still run in training mode"):
+        run(lesson2, visible(cell("02", "ex2_3_freeze_test")))
+    lesson2["grading"] = SimpleNamespace(check_frozen=lambda *a, **k: None)  # even with the visible check gone
+    with pytest.raises(AssertionError, match="still run in training mode"):
+        run(lesson2, cell("02", "ex2_3_freeze_test").replace("from tlkit import grading\n", ""))
+
+
+def test_lesson2_normalization_solution_passes_hidden():
+    ns = base()
+    answer("02", "ex2_1_normalization", ns)
+    run(ns, cell("02", "ex2_1_normalization_test"))
+    answer("02", "ex2_1_normalization", ns, "mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)")
+    ns["grading"] = SimpleNamespace(check_normalization=lambda *a: None)
+    with pytest.raises(AssertionError, match="not normalised the way the backbone was trained"):
+        run(ns, cell("02", "ex2_1_normalization_test").replace("from tlkit import grading\n", ""))
+
+
+# --------------------------------------------------------------------------- lesson 1
+
+@pytest.fixture
+def lesson1():
+    ns = base()
+    torch.manual_seed(0)
+    ns["cnn"] = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1),
+                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 8 * 8, 10))
+    gen = torch.Generator().manual_seed(0)
+    ns.update(x_batch=torch.rand(32, 1, 32, 32, generator=gen), y_batch=torch.arange(32) % 10)
+    return ns
+
+
+def test_lesson1_training_step_solution_passes_visible_and_hidden(lesson1, capsys):
+    answer("01", "ex1_3_step", lesson1)
+    run(lesson1, cell("01", "ex1_3_step_test"))
+    assert "✓ training step" in capsys.readouterr().out
+
+
+def test_lesson1_noise_under_no_grad_fails(lesson1):
+    answer("01", "ex1_3_step", lesson1, """with torch.no_grad():
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 1e-3)
+loss = torch.tensor(1.0)""")
+    with pytest.raises(CheckFailed, match="not those of the cross-entropy loss"):
+        run(lesson1, visible(cell("01", "ex1_3_step_test")))
+    with pytest.raises(AssertionError, match="cross-entropy"):
+        run(lesson1, cell("01", "ex1_3_step_test").replace("grading.check_training_step(", "print("))
+
+
+def test_lesson1_counting_exercises_pass():
+    ns = base()
+    for exercise, test in (("ex1_1_dense", "ex1_1_dense_test"), ("ex1_2_conv", "ex1_2_conv_test")):
+        answer("01", exercise, ns)
+        run(ns, cell("01", test))
+
+
+# --------------------------------------------------------------------------- lesson 3
+
+@pytest.fixture
+def lesson3(pretrained_off):
+    return base() | {"model": tlkit.load_backbone("efficientnet_lite0", num_classes=2)}
+
+
+def test_lesson3_solutions_pass_and_a_wrong_first_rate_fails_visibly(lesson3):
+    answer("03", "ex3_1_freeze", lesson3)
+    run(lesson3, cell("03", "ex3_1_freeze_test"))
+    answer("03", "ex3_2_groups", lesson3)
+    run(lesson3, cell("03", "ex3_2_groups_test"))
+    answer("03", "ex3_2_groups", lesson3, "groups = tlkit.param_groups(model, lr=1e-3, body_lr=1e-5)\n"
+                                          "optimizer = torch.optim.AdamW(groups)")
+    with pytest.raises(AssertionError, match="should learn at 1e-4"):
+        run(lesson3, visible(cell("03", "ex3_2_groups_test")))
+
+
+def test_lesson3_freeze_point_elsewhere_fails(lesson3):
+    answer("03", "ex3_1_freeze", lesson3, 'tlkit.freeze(model, until="blocks.6")')
+    with pytest.raises(CheckFailed, match="blocks.5 should be trainable"):
+        run(lesson3, visible(cell("03", "ex3_1_freeze_test")))
+
+
+# --------------------------------------------------------------------------- lesson 5
+
+def test_lesson5_optimizer_solution_passes_and_sgd_fails_visibly(pretrained_off):
+    ns = base()
+    answer("05", "ex5_3_opt", ns)
+    run(ns, cell("05", "ex5_3_opt_test"))
+    answer("05", "ex5_3_opt", ns, 'tlkit.freeze(top, until="blocks.5")\n'
+                                 "opt = torch.optim.SGD([{'params': [p for n, p in top.named_parameters() "
+                                 "if p.requires_grad and not n.startswith('classifier')], 'lr': 1e-4}, "
+                                 "{'params': top.classifier.parameters(), 'lr': 1e-3}])")
+    with pytest.raises(CheckFailed, match="asks for torch.optim.AdamW"):
+        run(ns, visible(cell("05", "ex5_3_opt_test")))
+
+
+def test_lesson5_drift_solution_passes():
+    ns = base()
+    torch.manual_seed(0)
+    before = nn.Module()
+    before.conv_stem = nn.Conv2d(3, 4, 3)
+    after = copy.deepcopy(before)
+    with torch.no_grad():
+        after.conv_stem.weight.mul_(1.5)
+    ns.update(before=before, body_models={"lr 0.01": after}, highest="lr 0.01")
+    answer("05", "ex5_1_drift", ns)
+    run(ns, cell("05", "ex5_1_drift_test"))
+
+
+# --------------------------------------------------------------------------- lessons 6 and 7
+
+def test_lesson6_table_solution_passes_visible_and_hidden():
+    ns = base()
+    answer("06", "ex6_2_table", ns)
+    run(ns, cell("06", "ex6_2_table_test"))
+
+
+def test_lesson7_model_solution_passes_and_the_hidden_test_needs_a_real_freeze(pretrained_off):
+    ns = base() | {"BACKBONE": "efficientnet_lite0", "train_ds": SimpleNamespace(classes=["a", "b", "c"]),
+                   "advice": SimpleNamespace(freeze_until="blocks.5")}
+    answer("07", "ex7_1_model", ns)
+    run(ns, cell("07", "ex7_1_model_test"))
+    answer("07", "ex7_1_model", ns, "my_model = tlkit.load_backbone(BACKBONE, num_classes=3)\n"
+                                    "grading.check_frozen = lambda *a, **k: None")
+    with pytest.raises(AssertionError, match="should be frozen are still trainable"):
+        run(ns, cell("07", "ex7_1_model_test"))
+
+
+def test_lesson7_per_class_accuracy_solution_passes():
+    ns = base() | {"probs": torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]),
+                   "val_ds": SimpleNamespace(targets=[0, 1, 1], classes=["x", "y"])}
+    answer("07", "ex7_2_acc", ns)
+    run(ns, cell("07", "ex7_2_acc_test"))
