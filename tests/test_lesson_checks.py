@@ -290,3 +290,91 @@ def test_lesson7_per_class_accuracy_solution_passes():
                    "val_ds": SimpleNamespace(targets=[0, 1, 1], classes=["x", "y"])}
     answer("07", "ex7_2_acc", ns)
     run(ns, cell("07", "ex7_2_acc_test"))
+
+
+# --------------------------------------------------------------------------- blank answers, on nbgrader's student version
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """Every lesson's student version, from one `nbgrader generate_assignment "*"`."""
+    from nbgrader_helpers import lessons, make_course, nbgrader
+
+    course = make_course(tmp_path_factory.mktemp("course"), [p.parent for p in lessons()])
+    nbgrader(course, "generate_assignment", "*")
+    return {p.parent.name[:2]: nbformat.read(p, as_version=4) for p in (course / "release").glob("*/*.ipynb")}
+
+
+def _finder():
+    lrs = [10 ** (-6 + i / 4) for i in range(25)]
+    losses = [2.0] * 8 + [2.0 - 0.2 * i for i in range(1, 9)] + [0.5, 0.6, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    return train.LRFinderResult(lrs, losses, losses, suggestion=lrs[12])
+
+
+def _stand_ins(lesson: str) -> dict:
+    """What each lesson has defined by the time its exercises run, as small stand-ins."""
+    ns = base() | {"images_per_second": 100.0, "train_ds": SimpleNamespace(classes=["ants", "bees"]),
+                   "finder": _finder(), "SEED": 0, "BACKBONE": "efficientnet_lite0",
+                   "CASES": {"digits, small": (None, None, None)},
+                   "advice": {"digits, small": SimpleNamespace(measurement=SimpleNamespace(best_stage="blocks.3"))}}
+    torch.manual_seed(0)
+    ns["model"] = tlkit.load_backbone("efficientnet_lite0", num_classes=2)
+    ns["cnn"] = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    ns.update(x_batch=torch.rand(8, 1, 4, 4), y_batch=torch.arange(8))
+    stem = nn.Module()
+    stem.conv_stem = nn.Conv2d(3, 4, 3)
+    ns.update(model_none=None, h_none=None, model_aug=None, h_aug=None, digits_small=None, digits_model=None,
+              before=stem, body_models={"lr 0.01": stem}, highest="lr 0.01", digits=None, viz=None, probs=torch.eye(2),
+              val_ds=SimpleNamespace(targets=[0, 1], classes=["a", "b"]))
+    if lesson == "00":
+        ns["model"] = tlkit.load_backbone("efficientnet_lite0")
+    return ns
+
+
+BLANKS = [  # lesson, exercise, its test, what the visible test says about a blank answer
+    ("00", "ex0_1_hours", "ex0_1_hours_test", "hours_from_scratch is not written yet"),
+    ("00", "ex0_2_head", "ex0_2_head_test", "head_params is not written yet"),
+    ("01", "ex1_1_dense", "ex1_1_dense_test", "weights_per_neuron is not written yet"),
+    ("01", "ex1_2_conv", "ex1_2_conv_test", "conv_params is not written yet"),
+    ("01", "ex1_3_step", "ex1_3_step_test", "your training step is not written yet"),
+    ("02", "ex2_1_normalization", "ex2_1_normalization_test", "transform is None: not written yet"),
+    ("02", "ex2_2_head", "ex2_2_head_test", "your head has 1000 outputs"),
+    ("02", "ex2_3_freeze", "ex2_3_freeze_test", "nothing is frozen"),
+    ("02", "ex2_4_optimizer", "ex2_4_optimizer_test", "optimizer is None: not written yet"),
+    ("03", "ex3_1_freeze", "ex3_1_freeze_test", "nothing is frozen"),
+    ("03", "ex3_2_groups", "ex3_2_groups_test", "groups is not written yet"),
+    ("04", "ex4_1_digits", "ex4_1_digits_test", "digit_aug is not written yet"),
+    ("04", "ex4_2_gap", "ex4_2_gap_test", "honest_gap is not written yet"),
+    ("05", "ex5_1_drift", "ex5_1_drift_test", "relative_change is not written yet"),
+    ("05", "ex5_2_lr", "ex5_2_lr_test", "lr is None: not written yet"),
+    ("05", "ex5_3_opt", "ex5_3_opt_test", "nothing is frozen"),
+    ("06", "ex6_1_predict", "ex6_1_predict_test", "predictions are not written yet"),
+    ("06", "ex6_2_table", "ex6_2_table_test", "table_strategy is not written yet"),
+    ("06", "ex6_3_early", "ex6_3_early_test", "early_probe is not written yet"),
+    ("07", "ex7_1_model", "ex7_1_model_test", "your head has 1000 outputs"),
+    ("07", "ex7_2_acc", "ex7_2_acc_test", "per_class_accuracy is not written yet"),
+]
+
+
+def test_every_autograded_exercise_is_listed_for_the_blank_test():
+    ids = set()
+    for path in SOURCE.glob("*/*.ipynb"):
+        ids |= {c.metadata["nbgrader"]["grade_id"] for c in nbformat.read(path, as_version=4).cells
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
+    assert ids == {test for _, _, test, _ in BLANKS}
+
+
+@pytest.mark.parametrize("lesson,exercise,test,message", BLANKS, ids=[b[1] for b in BLANKS])
+def test_a_blank_answer_gets_not_written_yet_not_a_name_error(released, pretrained_off, lesson, exercise, test,
+                                                               message):
+    """The student version, untouched: the exercise cell stops at the stub, then its test runs (as in
+    nbgrader's autograde, which goes on after an error) and says what is missing."""
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in released[lesson].cells}
+    assert "raise NotImplementedError()" in cells[exercise]
+    ns = _stand_ins(lesson)
+    try:
+        run(ns, cells[exercise])
+    except NotImplementedError:
+        pass  # the stub: the kernel reports it and goes on to the next cell
+    with pytest.raises(AssertionError) as info:
+        run(ns, cells[test])
+    assert message in str(info.value), str(info.value)
