@@ -14,8 +14,30 @@ Two kinds of checks:
 
 A blank answer never passes: ``None``, ``NotImplemented``, ``...``, a function that still
 raises ``NotImplementedError`` and an untouched model (ImageNet head, nothing frozen) all
-fail with a message that says what is missing. The checks leave the model as they found
-it (parameters, BatchNorm statistics, gradients, train/eval mode).
+fail with a message that says "not written yet" or what is missing. The checks leave the
+model as they found it (parameters, BatchNorm statistics, gradients, train/eval mode).
+
+A ✓ means full marks: a lesson's visible test checks every requirement its exercise
+states (pass ``lr=`` and ``kind=`` to :func:`check_optimizer` when the exercise names a
+rate and an optimizer). The hidden tests only re-verify.
+
+Grades that cannot be faked, and their limits. These checks run in the learner's kernel,
+so a cell can replace them (``tlkit.grading.check_frozen = ...``). They are written so the
+usual ways of switching them off do nothing (they ``raise CheckFailed`` directly, so
+replacing a helper such as ``_fail`` changes nothing; a frozen model must really compute the
+same features after ``model.train()``, a training step must really produce the loss's
+gradients, a finder result must really be an ``LRFinderResult``, and the learner's feature
+extractor runs before the reference features exist, so they cannot be read from a frame).
+The *authoritative* result is the hidden test, which does not call this module at all: it
+loads a fresh, private copy of :mod:`tlkit.grading.verify` from its file (not through
+``sys.modules``) and re-verifies on the real objects against values it states itself. No
+in-kernel check can be perfectly tamper-proof: code that patches torch, the import
+system or files on disk can still fool it; the second layer is a static scan of each
+submission for such tampering (``tlkit.classroom``), shown in the grade report.
+
+This module is one file of about 800 lines on purpose: every check a lesson calls, with all
+its feedback messages, is in one place a learner can open; the mechanism the hidden tests
+share lives in ``verify.py``.
 
 Example, in an nbgrader test cell:
     >>> import tlkit
