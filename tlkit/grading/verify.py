@@ -69,8 +69,9 @@ def _canaries() -> None:
     logits, target = torch.tensor([[0.0, 0.0]]), torch.tensor([0])
     ok = (torch.equal(a, a) and not torch.equal(a, b) and not torch.allclose(a, b)
           and abs(float(F.cross_entropy(logits, target)) - math.log(2)) < 1e-6)
-    w = torch.tensor([2.0], requires_grad=True)
-    (w * w).sum().backward()
+    with torch.enable_grad():
+        w = torch.tensor([2.0], requires_grad=True)
+        (w * w).sum().backward()
     if not (ok and w.grad is not None and float(w.grad[0]) == 4.0):
         raise VerifyFailed("torch's own functions do not behave as torch's do in this kernel: a cell replaced "
                            "them. Restart the kernel and run the notebook from the top.")
@@ -253,11 +254,11 @@ def training_step(model: nn.Module, step_fn: Callable, batch: Any) -> Any:
     if not trainable:
         _fail("every parameter is frozen: a training step could not change anything.")
     ref_model = copy.deepcopy(model).train()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(0)
         ref_loss = F.cross_entropy(ref_model(x), y)
-    ref_params = [p for n, p in ref_model.named_parameters() if p.requires_grad]
-    ref_grads = torch.autograd.grad(ref_loss, ref_params, allow_unused=True)
+        ref_params = [p for n, p in ref_model.named_parameters() if p.requires_grad]
+        ref_grads = torch.autograd.grad(ref_loss, ref_params, allow_unused=True)
     ref_grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(ref_params, ref_grads)]
     before = {n: p.detach().clone() for n, p in named}
     gen = torch.Generator().manual_seed(99)
@@ -295,11 +296,14 @@ def training_step(model: nn.Module, step_fn: Callable, batch: Any) -> Any:
     moved_frozen = [n for n, p in named if not p.requires_grad and not torch.equal(p.detach(), before[n])]
     if moved_frozen:
         problems.append(f"{len(moved_frozen)} frozen parameter tensors changed (first: {moved_frozen[0]}).")
-    if not isinstance(result, torch.Tensor) or result.numel() != 1:
+    number = isinstance(result, (int, float)) and not isinstance(result, bool)
+    if not number and not (isinstance(result, torch.Tensor) and result.numel() == 1):
         problems.append(f"your step should return the loss (a one-number tensor), not a {type(result).__name__}.")
-    elif not math.isclose(float(result.detach()), float(ref_loss.detach()), rel_tol=1e-3, abs_tol=1e-5):
-        problems.append(f"your step returned {float(result.detach()):.4g}, but the cross-entropy loss of this batch "
-                        f"is different: return the loss you back-propagated.")
+    else:
+        value = float(result.detach()) if isinstance(result, torch.Tensor) else float(result)
+        if not math.isclose(value, float(ref_loss.detach()), rel_tol=1e-3, abs_tol=1e-5):
+            problems.append(f"your step returned {value:.4g}, but the cross-entropy loss of this batch is different: "
+                            "return the loss you back-propagated.")
     for _, p in trainable:
         p.grad = None
     if problems:
@@ -392,7 +396,7 @@ def lr_finder(result: Any) -> None:
     """``result`` is a real ``tlkit.train.LRFinderResult`` (not a look-alike), with a consistent curve."""
     __tracebackhide__ = True
     cls = type(result)
-    if cls.__name__ != "LRFinderResult" or cls.__module__ != "tlkit.train" or \
+    if cls.__name__ != "LRFinderResult" or not cls.__module__.startswith("tlkit.") or \
             not hasattr(cls, "__dataclass_fields__"):
         _fail(f"the finder result is a {cls.__module__}.{cls.__qualname__}, not what tlkit.train.lr_find returns: "
               "run the learning-rate finder.")
