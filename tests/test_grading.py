@@ -184,6 +184,21 @@ def test_optimizer_passes_with_exactly_the_trainable_parameters(model, capsys):
     assert "✓ optimizer: holds exactly the 2 trainable parameter tensors (2,562 values, in head)" in out
 
 
+def test_optimizer_checks_the_rates_and_class_an_exercise_states(model, capsys):
+    tlkit.replace_head(model, 2)
+    tlkit.freeze(model, until="blocks.5")
+    groups = tlkit.param_groups(model, lr=1e-3, body_lr=1e-4)  # blocks.5 1e-4 ... head 1e-3, geometric
+    optimizer = torch.optim.AdamW(groups)
+    grading.check_optimizer(optimizer, model, lr={"blocks.5": 1e-4, "head": 1e-3}, kind=torch.optim.AdamW)
+    assert "✓ optimizer" in capsys.readouterr().out
+    _fails(lambda: grading.check_optimizer(optimizer, model, lr={"blocks.6": 1e-4}), match=r"blocks\.6 trains at lr "
+           r"0\.000\d+; the exercise asks for 0\.0001")
+    _fails(lambda: grading.check_optimizer(optimizer, model, lr=1e-3), match="blocks.5 trains at lr 0.0001; the "
+           "exercise asks for 0.001")
+    _fails(lambda: grading.check_optimizer(optimizer, model, kind=torch.optim.SGD),
+           match="the optimizer is AdamW; the exercise asks for torch.optim.SGD")
+
+
 def test_optimizer_counts_the_frozen_parameters_it_holds(model):
     _head_only(model)
     frozen = [p for p in model.parameters() if not p.requires_grad]

@@ -26,8 +26,9 @@ from tlkit.grading import CheckFailed
 ROOT = Path(__file__).resolve().parents[1]
 FREEZING = importlib.import_module("tlkit.freeze")  # the module (tlkit.freeze is the function); tlkit.freezing after 0.2
 
-LOADER = '''from importlib import machinery as _m, util as _u  # a fresh copy of tlkit's verifier, read from its file:
-_s = _u.spec_from_file_location("_tlkit_verify", _m.PathFinder.find_spec("tlkit").submodule_search_locations[0] + "/grading/verify.py")
+LOADER = '''import sys as _sys, importlib.util as _u  # a fresh copy of tlkit's verifier, read from its file, not from sys.modules:
+_t = next(s for f in _sys.meta_path if hasattr(f, "find_spec") and (s := f.find_spec("tlkit", None)))
+_s = _u.spec_from_file_location("_tlkit_verify", _t.submodule_search_locations[0] + "/grading/verify.py")
 _v = _u.module_from_spec(_s); _s.loader.exec_module(_v)  # nothing a cell changed in tlkit reaches it
 '''
 

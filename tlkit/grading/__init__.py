@@ -387,7 +387,7 @@ def check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, *, lr: f
     _require(optimizer, "optimizer", torch.optim.Optimizer, "Create it with a class from torch.optim.")
     _require(model, "model", nn.Module)
     if kind is not None and not isinstance(optimizer, kind):
-        raise CheckFailed(f"the optimizer is a {type(optimizer).__name__}; the exercise asks for torch.optim."
+        raise CheckFailed(f"the optimizer is {type(optimizer).__name__}; the exercise asks for torch.optim."
                           f"{kind.__name__}.")
     held = {id(p): p for group in optimizer.param_groups for p in group["params"]}
     named = dict(model.named_parameters())

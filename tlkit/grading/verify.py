@@ -4,11 +4,13 @@ The visible checks (:mod:`tlkit.grading`) run in the learner's kernel, where a c
 replace any of their names (``tlkit.grading._fail = lambda m: None``, a new
 ``tlkit.grading.check_frozen``, a new ``tlkit.trainable_summary``). So the hidden test
 cells do not call them: they load a *fresh copy of this file* under a private name, not
-through ``sys.modules``, and re-verify on the real objects::
+through ``sys.modules`` (the import system's finders locate tlkit's files, as ``import`` would,
+editable installs included), and re-verify on the real objects::
 
-    from importlib import machinery as _m, util as _u  # a fresh copy of the verifier, read from its file
-    _s = _u.spec_from_file_location("_tlkit_verify", _m.PathFinder.find_spec("tlkit").submodule_search_locations[0] + "/grading/verify.py")
-    _v = _u.module_from_spec(_s); _s.loader.exec_module(_v)
+    import sys as _sys, importlib.util as _u  # a fresh copy of tlkit's verifier, read from its file, not from sys.modules:
+    _t = next(s for f in _sys.meta_path if hasattr(f, "find_spec") and (s := f.find_spec("tlkit", None)))
+    _s = _u.spec_from_file_location("_tlkit_verify", _t.submodule_search_locations[0] + "/grading/verify.py")
+    _v = _u.module_from_spec(_s); _s.loader.exec_module(_v)  # nothing a cell changed in tlkit reaches it
     _v.frozen(model, trainable=["classifier"])
 
 What each function re-verifies, on the objects themselves rather than on what tlkit says
@@ -189,7 +191,7 @@ def optimizer(opt: Any, model: nn.Module, lr: float | dict[str, float] | None = 
     if not isinstance(opt, torch.optim.Optimizer):
         _fail(f"the optimizer is not written yet (it is {type(opt).__name__}, not a torch.optim optimizer).")
     if kind is not None and type(opt).__name__ != kind:
-        _fail(f"the optimizer is a {type(opt).__name__}, not a {kind}.")
+        _fail(f"the optimizer is {type(opt).__name__}, not {kind}.")
     held = {id(p): g for g in opt.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     want = {id(p) for p in named.values() if p.requires_grad}
