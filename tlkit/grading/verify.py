@@ -236,8 +236,8 @@ def normalization(transform: Callable, mean: Sequence[float], std: Sequence[floa
 # What was done
 # ---------------------------------------------------------------------------
 
-def training_step(model: nn.Module, step_fn: Callable, batch: Any) -> Any:
-    """One call ``step_fn(model, batch)`` is a real training step; returns what the step returned.
+def training_step(model: nn.Module, step_fn: Callable, batch: Any) -> None:
+    """One call ``step_fn(model, batch)`` is a real training step.
 
     Computes the reference first, on a copy of the model in train mode: the cross-entropy loss
     of ``model(x)`` against ``y`` and its gradient. Then plants stale gradients on the model,
@@ -310,7 +310,7 @@ def training_step(model: nn.Module, step_fn: Callable, batch: Any) -> Any:
         p.grad = None
     if problems:
         _fail(" ".join(problems))
-    return result
+    # Nothing is returned: nbgrader would read a number shown as a test cell's output as partial credit.
 
 
 def features(fn: Callable, reference_model: nn.Module, images: torch.Tensor, head_path: str,
