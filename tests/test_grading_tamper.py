@@ -262,6 +262,11 @@ def test_a_hand_made_finder_result_is_not_the_curve_lr_find_gives(kernel):
     run(kernel, "finder = tlkit.train.LRFinderResult(lrs, losses, losses, suggestion=1e-3)")
     with pytest.raises(AssertionError, match="not what lr_find gives for this model and data"):
         hidden(kernel, "_v.same_curve(finder, fresh)")
+    # The finder replaced too, so that a re-run in the kernel returns the fake: the hidden test runs a fresh copy.
+    kernel.update(model=model, digits=digits, args=args)
+    run(kernel, "tlkit.train.lr_find = lambda *a, **k: finder")
+    with pytest.raises(AssertionError, match="not what lr_find gives for this model and data"):
+        hidden(kernel, '_v.same_curve(finder, _v.fresh_module("train").lr_find(model, digits, **args))')
 
 
 def test_learning_rate_is_judged_on_the_curve(kernel):
