@@ -473,7 +473,7 @@ def _apply(transform: Callable, image: Any) -> torch.Tensor | None:
     return out if isinstance(out, torch.Tensor) else None
 
 
-def check_normalization(transform: Callable, model_or_name: nn.Module | str) -> None:
+def check_normalization(transform: Callable, model: nn.Module | str) -> None:
     """The transform normalises inputs exactly as the backbone's weights expect.
 
     Finds the ``Normalize`` step in a torchvision v1 or v2 ``Compose`` (nested ones and
@@ -494,8 +494,8 @@ def check_normalization(transform: Callable, model_or_name: nn.Module | str) -> 
     _require(transform, "transform", hint="Build the input transform (a torchvision Compose).")
     if not callable(transform):
         raise CheckFailed(f"transform should be a callable torchvision transform, but it is a {type(transform).__name__}.")
-    _require(model_or_name, "the model", (nn.Module, str))
-    info = backbone_info(model_or_name)
+    _require(model, "the model", (nn.Module, str))
+    info = backbone_info(model)
     want = info.preprocessing
     where = "look at tlkit.backbone_info(model).preprocessing, or let tlkit.preprocess(model) build the transform"
     steps = _find_normalize(transform)
@@ -687,10 +687,10 @@ def _reference_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.T
     return seen[-1].flatten(1), out_width
 
 
-def check_features(fn_or_model: Callable | nn.Module, reference_model: nn.Module, images: torch.Tensor) -> None:
+def check_features(model: Callable | nn.Module, reference_model: nn.Module, images: torch.Tensor) -> None:
     """The learner's feature extractor returns what the reference model's head reads.
 
-    ``fn_or_model`` is called on ``images`` (a normalised N×3×H×W batch) and must return an
+    ``model`` is called on ``images`` (a normalised N×3×H×W batch) and must return an
     N×D tensor equal (to float precision) to the pooled features that reach the head of
     ``reference_model`` in eval mode. The models are restored afterwards.
 
@@ -701,21 +701,21 @@ def check_features(fn_or_model: Callable | nn.Module, reference_model: nn.Module
     ✓ features: 2 images × 512 features, the same as the reference...
     """
     __tracebackhide__ = True
-    _require(fn_or_model, "your feature extractor", hint="Write the function (or model) that returns features.")
-    if not callable(fn_or_model):
-        raise CheckFailed(f"your feature extractor should be a function or a model, but it is a {type(fn_or_model).__name__}.")
+    _require(model, "your feature extractor", hint="Write the function (or model) that returns features.")
+    if not callable(model):
+        raise CheckFailed(f"your feature extractor should be a function or a model, but it is a {type(model).__name__}.")
     if isinstance(images, (list, tuple)):
         images = torch.stack(list(images))
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError("images must be a batch tensor of shape N×3×H×W (normalised as the model expects)")
     images = images.to(_device_of(reference_model))
-    modules = [reference_model] + ([fn_or_model] if isinstance(fn_or_model, nn.Module) else [])
+    modules = [reference_model] + ([model] if isinstance(model, nn.Module) else [])
     # The learner's code runs first: while it runs, no frame holds the reference features
     # (a function that reads ``expected`` from ``inspect.stack()`` finds nothing to copy).
     with _untouched(*modules), torch.no_grad():
-        got = _call_answer(fn_or_model, images.clone(), what="your feature extractor")
-        training = isinstance(fn_or_model, nn.Module) and any(
-            m.training for m in fn_or_model.modules() if isinstance(m, (_BatchNorm, nn.Dropout)))
+        got = _call_answer(model, images.clone(), what="your feature extractor")
+        training = isinstance(model, nn.Module) and any(
+            m.training for m in model.modules() if isinstance(m, (_BatchNorm, nn.Dropout)))
     expected, out_width = _reference_features(reference_model, images)
     if isinstance(got, (tuple, list)):
         raise CheckFailed(f"your feature extractor returns a {type(got).__name__}; it should return one tensor of features.")
