@@ -378,3 +378,49 @@ def test_a_blank_answer_gets_not_written_yet_not_a_name_error(released, pretrain
     with pytest.raises(AssertionError) as info:
         run(ns, cells[test])
     assert message in str(info.value), str(info.value)
+
+
+# --------------------------------------------------------------------------- lessons 4 and 5, on small real data
+
+@pytest.fixture(scope="module")
+def digits():
+    from tlkit import datasets
+
+    return datasets.subset(datasets.load("digits", "train", progress=False), per_class=4)
+
+
+@pytest.mark.parametrize("code,match", [
+    (None, None),
+    ("digit_aug = v2.RandomAffine(degrees=30)", "tilts by up to 30 degrees: at most 15"),
+    ("digit_aug = v2.Compose([v2.RandomAffine(degrees=5), v2.RandomVerticalFlip()])", "contains a flip"),
+    ("digit_aug = v2.RandomAffine(degrees=5, translate=(0.1, 0.1))\ndigit_aug = v2.Compose([digit_aug, "
+     "v2.RandomChoice([v2.Lambda(lambda x: x), v2.Lambda(lambda x: v2.functional.vertical_flip(x))])])",
+     "turns pictures upside down"),
+])
+def test_lesson4_augmentation_requirements_are_all_visible(digits, code, match):
+    """Exercise 4.1 asks for at most 15 degrees and no flip of any kind: the visible test checks both."""
+    ns = base() | {"digits": digits, "viz": SimpleNamespace(augmentations=lambda *a, **k: None)}
+    answer("04", "ex4_1_digits", ns, code)
+    if match is None:
+        run(ns, cell("04", "ex4_1_digits_test"))
+        return
+    with pytest.raises(AssertionError, match=match):
+        run(ns, visible(cell("04", "ex4_1_digits_test")))
+
+
+def test_lesson5_finder_exercise_passes_and_a_fake_finder_fails(digits):
+    """The hidden test re-runs the lesson's lr_find (a fresh copy of tlkit/train.py) and judges my_lr on it."""
+    ns = base() | {"small": digits, "SEED": 0}
+    ns["top_model"] = FREEZING.freeze(tlkit.load_backbone("efficientnet_lite0", num_classes=10, image_size=32),
+                                      until="blocks.6")
+    ns["finder"] = train.lr_find(ns["top_model"], digits, start=1e-6, end=1.0, steps=30, batch_size=16, seed=0,
+                                 progress=False)
+    answer("05", "ex5_2_lr", ns)
+    run(ns, cell("05", "ex5_2_lr_test"))
+    lrs, losses = ns["finder"].lrs, [2.0 - i / 30 for i in range(len(ns["finder"].lrs))]
+    ns.update(lrs=lrs, losses=losses)
+    answer("05", "ex5_2_lr", ns, "finder = train.LRFinderResult(lrs, losses, losses, suggestion=lrs[-3])\n"
+                                 "train.lr_find = lambda *a, **k: finder\nmy_lr = lrs[-3]")
+    run(ns, visible(cell("05", "ex5_2_lr_test")))  # the visible check is fooled by a hand-made LRFinderResult
+    with pytest.raises(AssertionError, match="not what lr_find gives"):
+        run(ns, cell("05", "ex5_2_lr_test"))
