@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 import tlkit
 from tlkit import grading
 from tlkit.grading import CheckFailed
+from tlkit.train import LRFinderResult
 
 BLANKS = [None, NotImplemented, Ellipsis]
 
@@ -82,7 +83,7 @@ def test_head_fails_for_the_imagenet_head(model):
 
 @pytest.mark.parametrize("blank", BLANKS)
 def test_head_fails_for_blank_answers(blank):
-    _fails(grading.check_head, blank, 2, match="no answer yet")
+    _fails(grading.check_head, blank, 2, match="not written yet")
 
 
 def test_head_fails_for_a_head_of_the_wrong_width_without_giving_the_width(model):
@@ -150,7 +151,7 @@ def test_frozen_names_the_stages_that_should_train(model):
 
 @pytest.mark.parametrize("blank", BLANKS)
 def test_frozen_fails_for_blank_answers(blank):
-    _fails(grading.check_frozen, blank, None, match="no answer yet")
+    _fails(grading.check_frozen, blank, None, match="not written yet")
 
 
 def test_frozen_catches_batchnorm_left_in_train_mode_and_restores_the_model(model):
@@ -158,7 +159,7 @@ def test_frozen_catches_batchnorm_left_in_train_mode_and_restores_the_model(mode
         p.requires_grad_(name.startswith("classifier"))  # requires_grad off by hand, BatchNorm untouched
     model.train()
     state = _state(model)
-    _fails(grading.check_frozen, model, None, match="BatchNorm layers in the frozen stages still update")
+    _fails(grading.check_frozen, model, None, match="BatchNorm layers in the frozen stages still run in training mode")
     assert _same_state(model, state) and model.training
 
 
@@ -181,6 +182,21 @@ def test_optimizer_passes_with_exactly_the_trainable_parameters(model, capsys):
     grading.check_optimizer(torch.optim.AdamW(tlkit.param_groups(model, lr=1e-3)), model)
     out = capsys.readouterr().out
     assert "✓ optimizer: holds exactly the 2 trainable parameter tensors (2,562 values, in head)" in out
+
+
+def test_optimizer_checks_the_rates_and_class_an_exercise_states(model, capsys):
+    tlkit.replace_head(model, 2)
+    tlkit.freeze(model, until="blocks.5")
+    groups = tlkit.param_groups(model, lr=1e-3, body_lr=1e-4)  # blocks.5 1e-4 ... head 1e-3, geometric
+    optimizer = torch.optim.AdamW(groups)
+    grading.check_optimizer(optimizer, model, lr={"blocks.5": 1e-4, "head": 1e-3}, kind=torch.optim.AdamW)
+    assert "✓ optimizer" in capsys.readouterr().out
+    _fails(lambda: grading.check_optimizer(optimizer, model, lr={"blocks.6": 1e-4}), match=r"blocks\.6 trains at lr "
+           r"0\.000\d+; the exercise asks for 0\.0001")
+    _fails(lambda: grading.check_optimizer(optimizer, model, lr=1e-3), match="blocks.5 trains at lr 0.0001; the "
+           "exercise asks for 0.001")
+    _fails(lambda: grading.check_optimizer(optimizer, model, kind=torch.optim.SGD),
+           match="the optimizer is AdamW; the exercise asks for torch.optim.SGD")
 
 
 def test_optimizer_counts_the_frozen_parameters_it_holds(model):
@@ -208,7 +224,7 @@ def test_optimizer_missing_trainable_body_stages(model):
            "are not in the optimizer")
 
 
-@pytest.mark.parametrize("answer,match", [(None, "no answer yet"), (NotImplemented, "no answer yet"),
+@pytest.mark.parametrize("answer,match", [(None, "not written yet"), (NotImplemented, "not written yet"),
                                           ("list", "not an optimizer"), ("generator", "not an optimizer"),
                                           ("lr0", "learning rate 0")])
 def test_optimizer_fails_for_blank_and_non_optimizers(model, answer, match):
@@ -268,7 +284,7 @@ def test_normalization_typical_wrong_pipelines(model, transform, match):
 
 @pytest.mark.parametrize("blank", BLANKS)
 def test_normalization_fails_for_blank_answers(model, blank):
-    _fails(grading.check_normalization, blank, model, match="no answer yet")
+    _fails(grading.check_normalization, blank, model, match="not written yet")
 
 
 # --------------------------------------------------------------------------- check_training_step
@@ -317,7 +333,7 @@ def test_training_step_not_written_yet(model):
 @pytest.mark.parametrize("blank", BLANKS)
 def test_training_step_fails_for_blank_answers(model, blank):
     _head_only(model)
-    _fails(grading.check_training_step, model, blank, _batch(), match="no answer yet")
+    _fails(grading.check_training_step, model, blank, _batch(), match="not written yet")
 
 
 def test_training_step_that_never_calls_the_optimizer(model):
@@ -412,7 +428,7 @@ def test_features_from_other_weights_differ(model, images):
 
 @pytest.mark.parametrize("blank", BLANKS)
 def test_features_fail_for_blank_answers(model, images, blank):
-    _fails(grading.check_features, blank, model, images, match="no answer yet")
+    _fails(grading.check_features, blank, model, images, match="not written yet")
 
 
 def test_features_not_written_yet(model, images):
@@ -430,7 +446,7 @@ def finder():
     lrs = [10 ** (-6 + i / 4) for i in range(25)]
     losses = [2.0] * 8 + [2.0 - 0.2 * i for i in range(1, 9)] + [0.5, 0.6, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf,
                                                                    math.nan]
-    return SimpleNamespace(lrs=lrs, losses=losses, suggestion=lrs[12])  # 1e-3, in the steep part
+    return LRFinderResult(lrs, losses, losses, suggestion=lrs[12])  # 1e-3, in the steep part
 
 
 def test_lr_range_is_a_tenth_of_the_suggestion_up_to_the_minimum(finder):
@@ -446,7 +462,7 @@ def test_lr_passes_inside_the_supported_range(finder, lr, capsys):
 
 
 @pytest.mark.parametrize("lr,match", [
-    (None, "no answer yet"), (NotImplemented, "no answer yet"), (0, "positive number"), (-0.5, "positive number"),
+    (None, "not written yet"), (NotImplemented, "not written yet"), (0, "positive number"), (-0.5, "positive number"),
     (math.nan, "positive number"), ("1e-3", "should be a number"), (True, "should be a number"),
     (0.01, "already at its lowest"), (0.1, "already at its lowest"), (5e-5, "hardly started to fall"),
     (10.0, "outside the range the finder tried"), (1e-7, "outside the range the finder tried"),

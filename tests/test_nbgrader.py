@@ -28,12 +28,27 @@ WRONG = {
     "ex1_head": "model.classifier = nn.Linear(1280, 1000)",
     "ex2_freeze": "tlkit.trainable_summary(model)   # looked, but froze nothing",
     "ex3_norm": "normalize = v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])",
-    "ex4_opt": "optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)",
+    "ex4_opt": "optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)",
     "ex5_step": None,  # the solution
     "q1_bn": "Because the gradients are off, so nothing changes.",
 }
 POINTS = {"ex1_head_test": 2, "ex2_freeze_test": 2, "ex3_norm_test": 2, "ex4_opt_test": 2, "ex5_step_test": 2}
 WRONG_SCORE = 4  # ex4 and ex5
+# Tampering, as issue 15 tried it: the visible checks switched off or replaced from a solution cell, nothing
+# done, and a "training step" that adds noise under no_grad. Only the honest optimizer (for the untouched,
+# all-trainable model) may score: the hidden tests use a fresh copy of tlkit/grading/verify.py.
+TAMPERED = {
+    "ex1_head": "import tlkit.grading\ntlkit.grading._fail = lambda m: None\n"
+                "grading.check_head = lambda *args: print('✓ head: 2 outputs for 2 classes')",
+    "ex2_freeze": "from types import SimpleNamespace\ngrading.check_frozen = lambda *args, **kwargs: print('✓ frozen')\n"
+                  "tlkit.trainable_summary = lambda m: SimpleNamespace(trainable=2562)",
+    "ex3_norm": "normalize = v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])\n"
+                "grading.check_normalization = lambda *args: print('✓ normalization')",
+    "ex4_opt": "optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)",
+    "ex5_step": "with torch.no_grad():\n    for p in model.parameters():\n        p.add_(torch.randn_like(p) * 1e-3)\n"
+                "return torch.tensor(1.0)",
+}
+TAMPERED_SCORE = 2  # ex4
 
 
 def _submit(course: Path, student: str, nb) -> None:
@@ -55,12 +70,13 @@ def test_generate_autograde_export_and_feedback(tmp_path):
     # The student version: stubs instead of solutions, no hidden tests, tests locked.
     text = "\n".join(c.source for c in release.cells)
     assert "raise NotImplementedError()" in text and "YOUR ANSWER HERE" in text
-    assert "replace_head(model, n_classes)" not in text and "out_features == 2" not in text
+    assert "replace_head(model, num_classes)" not in text and "out_features == 2" not in text
     assert not any(m in text for m in MARKERS)
 
     _submit(course, "alice", type_answers(release, dict.fromkeys(WRONG), source))   # the solutions
     _submit(course, "bob", release)                                                  # nothing done
     _submit(course, "carol", type_answers(release, WRONG, source))                   # typical mistakes
+    _submit(course, "dave", type_answers(release, TAMPERED, source))                 # checks switched off
     nbgrader(course, "autograde", LESSON, threads=1)  # tiny batches: one thread each is fastest
 
     from nbgrader.api import Gradebook
@@ -74,6 +90,8 @@ def test_generate_autograde_export_and_feedback(tmp_path):
         carol = scores("carol")
         assert carol["ex1_head_test"] == carol["ex2_freeze_test"] == carol["ex3_norm_test"] == 0
         assert carol["ex4_opt_test"] == carol["ex5_step_test"] == 2
+        dave = scores("dave")
+        assert {k: dave[k] for k in POINTS} == {**dict.fromkeys(POINTS, 0), "ex4_opt_test": 2}, dave
         # The written answers need a person: grade them as the formgrader would.
         for student, points in (("alice", 1), ("carol", 0)):
             grade = gb.find_grade("q1_bn", LESSON, LESSON, student)
@@ -84,7 +102,8 @@ def test_generate_autograde_export_and_feedback(tmp_path):
     nbgrader(course, "export", "--to", "grades.csv")
     with open(course / "grades.csv", newline="") as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
-    assert {s: float(rows[s]["score"]) for s in rows} == {"alice": 11.0, "bob": 0.0, "carol": float(WRONG_SCORE)}
+    assert {s: float(rows[s]["score"]) for s in rows} == {"alice": 11.0, "bob": 0.0, "carol": float(WRONG_SCORE),
+                                                          "dave": float(TAMPERED_SCORE)}
     assert all(float(r["max_score"]) == 11.0 for r in rows.values())
 
     # The kernel that graded is this venv's Python.
@@ -101,6 +120,10 @@ def test_generate_autograde_export_and_feedback(tmp_path):
     assert "different normalization than ImageNet" in feedback["carol"]
     assert "✓ optimizer" in feedback["carol"] and "✓ training step" in feedback["carol"]
     assert "not written yet" in feedback["bob"] and "your head has 1000 outputs" in feedback["bob"]
+    # Blank answers: the templates define the names as None, so the tests say what is missing.
+    assert "optimizer is None: not written yet" in feedback["bob"]
+    assert "transform is None: not written yet" in feedback["bob"]
+    assert "NameError" not in feedback["bob"]
     assert re.search(r"Score:\s*4(\.0)?\s*/\s*11", re.sub(r"<[^>]+>", " ", feedback["carol"]))
 
 
@@ -119,7 +142,7 @@ REAL_WRONG = {
 REAL_MESSAGES = {
     "ex2_1_normalization_test": "different normalization than ImageNet's",
     "ex2_2_head_test": "your head has 1000 outputs, the dataset has 2 classes",
-    "ex2_3_freeze_test": "BatchNorm layers in the frozen stages still update their running statistics",
+    "ex2_3_freeze_test": "BatchNorm layers in the frozen stages still run in training mode",
     "ex2_4_optimizer_test": "the optimizer holds 147 frozen parameter tensors",
 }
 

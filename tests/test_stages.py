@@ -142,4 +142,4 @@ def test_a_module_the_forward_pass_uses_is_not_mistaken_for_a_stray_head():
         def forward(self, x):
             return self.scale(self.fc(x.mean((2, 3))))
 
-    assert tlkit.stages.check_head(WithExtra()) is None
+    assert tlkit.stages.check_added_layers(WithExtra()) is None

@@ -35,7 +35,7 @@ from torch import nn
 
 from .errors import ArgumentError, BackboneError
 
-__all__ = ["Stage", "list_stages", "get_stage", "head_path", "num_features", "check_head"]
+__all__ = ["Stage", "list_stages", "get_stage", "head_path", "num_features", "check_added_layers"]
 
 HEAD_NAMES = ("fc", "classifier", "head", "heads")
 """Names torchvision gives a network's classification head (the first one present is the head)."""
@@ -147,7 +147,7 @@ def _called(model: nn.Module, paths: list[str]) -> set[str]:
     return called
 
 
-def check_head(model: nn.Module) -> None:
+def check_added_layers(model: nn.Module) -> None:
     """Refuse a model with a layer added beside its real head (the tutorial's ``model.fc = nn.Linear(...)``).
 
     The PyTorch tutorial replaces a ResNet's head with ``model.fc = nn.Linear(...)``. On a network
@@ -158,16 +158,16 @@ def check_head(model: nn.Module) -> None:
     >>> import tlkit, torch
     >>> m = tlkit.load_backbone("efficientnet_b0", pretrained=False)
     >>> m.fc = torch.nn.Linear(1280, 2)
-    >>> tlkit.stages.check_head(m)
+    >>> tlkit.stages.check_added_layers(m)
     Traceback (most recent call last):
     ...
     tlkit.errors.BackboneError: model.fc (Linear(in_features=1280, out_features=2, bias=True)) was added to ...
     """
-    _checked_head(model)
+    _checked_added_layers(model)
 
 
-def _checked_head(model: nn.Module) -> str:
-    """:func:`check_head`, returning the head's path."""
+def _checked_added_layers(model: nn.Module) -> str:
+    """:func:`check_added_layers`, returning the head's path."""
     head = _head(model)
     top = head.split(".")[0]
     names = [n for n, _ in model.named_children()]
@@ -415,7 +415,7 @@ def list_stages(model: nn.Module) -> list[Stage]:
     """
     if not isinstance(model, nn.Module):
         raise ArgumentError(f"model must be a torch.nn.Module (from tlkit.load_backbone), got {type(model).__name__}.")
-    head = _checked_head(model)
+    head = _checked_added_layers(model)
     if _is_timm(model):
         raw = _timm_stages(model, head)
         described = [(n, mods, out) for (n, mods), out in zip(raw, _timm_outputs(model, raw, head))]
