@@ -373,3 +373,71 @@ def test_the_pipeline_trains_with_fit_as_the_code_says(model, data):
     ax = widgets.augmentation_explorer(train, preset="standard", vflip=0.5, blur=1.0)
     history = fit(tlkit.freeze(copy.deepcopy(model)), train, val, epochs=1, augment=ax.pipeline, progress=False)
     assert history.epochs == 1 and 0.0 <= history.val_acc[0] <= 1.0
+
+
+# ---------------------------------------------------------------------------
+# Progress bars leave nothing behind in a saved notebook
+# ---------------------------------------------------------------------------
+
+_PROGRESS_CELL = """\
+from tlkit._progress import Progress
+bar = Progress(total=5, desc="extracting features")
+for _ in range(5):
+    bar.update()
+bar.line("extracted 5 batches")
+bar.close()
+"""
+
+
+def _execute(source: str, env: dict | None = None):
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def _output_text(nb) -> str:
+    import json
+
+    return json.dumps(nb.cells[0].outputs)
+
+
+@pytest.mark.slow
+def test_executed_notebook_keeps_no_progress_bar_stub():
+    nb = _execute(_PROGRESS_CELL, {"TLKIT_PROGRESS": ""})
+    text = _output_text(nb)
+    assert "extracted 5 batches" in text  # the lines a learner should read stay
+    assert "0%|" not in text and "extracting features" not in text, text
+    assert "application/vnd.jupyter.widget-view+json" not in text, text
+
+
+@pytest.mark.slow
+def test_notebook_run_by_nbgrader_prints_only_the_lines():
+    nb = _execute(_PROGRESS_CELL, {"NBGRADER_EXECUTION": "autograde"})
+    outputs = nb.cells[0].outputs
+    assert [o.get("text") for o in outputs] == ["extracted 5 batches\n"], outputs
+
+
+def test_progress_mode_follows_the_environment(monkeypatch):
+    from tlkit._progress import progress_mode
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.setenv("TLKIT_PROGRESS", "lines")
+    assert progress_mode() == "lines" and progress_mode(False) == "off"
+    monkeypatch.setenv("TLKIT_PROGRESS", "")
+    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")
+    assert progress_mode() == "lines"
