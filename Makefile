@@ -35,11 +35,13 @@ $(STAMP): pyproject.toml
 
 # Learners work in the student versions (course/release/<lesson>/), generated from the
 # nbgrader source notebooks in course/source/ (which hold the solutions). An existing
-# release/<lesson> is never regenerated, so a learner's work is never overwritten.
+# release/<lesson> is never regenerated, so a learner's work is never overwritten. Each new one
+# gets this kernel's language_info, so JupyterLab does not show it as modified when opened.
 student: install
 	@cd course && for d in source/*/; do a=$$(basename $$d); \
 	  if [ -d "release/$$a" ]; then continue; fi; \
-	  PATH="$(abspath $(VENV))/bin:$$PATH" ../$(VENV)/bin/nbgrader generate_assignment "$$a" --log-level=WARN || exit 1; done
+	  PATH="$(abspath $(VENV))/bin:$$PATH" ../$(VENV)/bin/nbgrader generate_assignment "$$a" --log-level=WARN || exit 1; \
+	  ../$(PY) -c "import sys, tlkit.lessons as L; L.stamp_language_info(sys.argv[1])" "release/$$a/$$a.ipynb" || exit 1; done
 
 # The learner's JupyterLab: in course/ (nbgrader_config.py found), opened on the student
 # versions, without nbgrader's instructor tools.

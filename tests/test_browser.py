@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 import tlkit
+import tlkit.lessons
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -91,7 +92,7 @@ def lab(tmp_path_factory):
     _deadline = time.monotonic() + BUDGET_S
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    shutil.copy(LESSON, root / LESSON.name)
+    tlkit.lessons.write_lessons(root, lessons=[LESSON.parent.name])  # as `tlkit lessons` and `make lab` give it
     _write_state_notebook(root / STATE_NOTEBOOK)
     settings = root / ".settings"
     # A fresh settings folder (nothing of the user's), with the learner's course configuration.
@@ -344,7 +345,7 @@ def _shutdown_kernels(lab) -> None:
 def test_learner_lab_shows_no_instructor_tools_and_no_unsaved_lesson(lab, fresh_page):
     page = fresh_page
     with _screenshot_on_failure(page, "learner_lab"):
-        _open(lab, page, LESSON.name)
+        _open(lab, page, f"{LESSON.parent.name}/{LESSON.name}")
         config = json.loads(page.locator("#jupyter-config-data").text_content())
         for plugin in ("formgrader", "create-assignment", "course-list"):
             assert f"@jupyter/nbgrader:{plugin}" in config["disabledExtensions"]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import ArgumentError, TlkitError
 
-__all__ = ["list_lessons", "student_version", "write_lessons", "kernel_language_info", "CODE_STUB", "TEXT_STUB"]
+__all__ = ["list_lessons", "student_version", "write_lessons", "kernel_language_info", "stamp_language_info", "CODE_STUB", "TEXT_STUB"]
 
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"   # as in course/nbgrader_config.py
 TEXT_STUB = "YOUR ANSWER HERE"
@@ -167,3 +167,19 @@ def build_packaged_lessons(source: Path, target: Path) -> list[Path]:
                 shutil.copy2(extra, out_dir / extra.name)
         written.append(out_dir / nb_path.name)
     return written
+
+
+def stamp_language_info(path: str | Path) -> bool:
+    """Give the notebook at ``path`` this Python's kernel ``language_info``; True if it changed.
+
+    Then JupyterLab, when the kernel starts, finds nothing to update and the freshly opened
+    notebook shows no unsaved-changes dot. ``make student`` stamps the student versions it makes.
+    """
+    info = kernel_language_info()
+    path = Path(path)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    if not info or nb.get("metadata", {}).get("language_info") == info:
+        return False
+    nb.setdefault("metadata", {})["language_info"] = info
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return True
