@@ -3,7 +3,7 @@
 #   make test       - same install, then the whole test suite (package tests, then the course notebooks)
 # and for instructors and the website:
 #   make instructor - JupyterLab on the source notebooks, with nbgrader's formgrader and create-assignment
-#   make site       - the course as a static website in site/_build/html (every lesson executed)
+#   make site       - the course as a static website in website/_build/html (every lesson executed)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -54,12 +54,12 @@ instructor: install
 	cd course && $(call LAB_ENV,instructor) jupyter lab $(LAB_ARGS) --ServerApp.default_url=/lab/tree/source
 lab-instructor: instructor
 
-# The course as a static website (site/README.md): executes every lesson (about 8 minutes on
+# The course as a static website (website/README.md): executes every lesson (about 8 minutes on
 # 2 CPU cores), keeps the student versions with their outputs, builds HTML with Sphinx + myst-nb.
 # SITE_LESSONS="00 01" builds only those lessons.
 SITE_LESSONS ?=
 site: install
-	$(PY) site/build.py --out site/_build $(if $(SITE_LESSONS),--lessons $(SITE_LESSONS),)
+	$(PY) website/build.py --out website/_build $(if $(SITE_LESSONS),--lessons $(SITE_LESSONS),)
 
 # Headless Chromium for the widget browser test: Debian's package (never a browser
 # download of Playwright's own). Skipped with a message where we cannot install it.
@@ -81,4 +81,4 @@ bench: install
 	$(PY) bench/bench_features.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts site/_build
+	rm -rf $(VENV) .pytest_cache test-artifacts website/_build

@@ -60,11 +60,13 @@ def _replace_region(text: str, begin: str, end: str, stub: str | None) -> tuple[
     return "\n".join(out), found
 
 
-def student_version(notebook: dict) -> dict:
+def student_version(notebook: dict, keep_outputs: bool = False) -> dict:
     """A copy of an nbgrader source notebook as learners get it.
 
     Solution regions become :data:`CODE_STUB` (or :data:`TEXT_STUB` in markdown), solution cells
     without a region become the stub, hidden tests are removed, and outputs are cleared.
+    ``keep_outputs=True`` (for the website, from an executed notebook) keeps the outputs of every
+    cell except those of solution cells and of cells that held a solution or hidden test region.
 
     Example:
         >>> nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": 3,
@@ -80,11 +82,12 @@ def student_version(notebook: dict) -> dict:
         code = cell.get("cell_type") == "code"
         text, replaced = _replace_region(text, "### BEGIN SOLUTION", "### END SOLUTION",
                                          CODE_STUB if code else TEXT_STUB)
-        text, _ = _replace_region(text, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS", None)
-        if cell.get("metadata", {}).get("nbgrader", {}).get("solution") and not replaced:
+        text, hidden = _replace_region(text, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS", None)
+        solution = bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
+        if solution and not replaced:
             text = CODE_STUB if code else TEXT_STUB
         cell["source"] = text
-        if code:
+        if code and (not keep_outputs or solution or replaced or hidden):
             cell["outputs"], cell["execution_count"] = [], None
     nb.get("metadata", {}).pop("celltoolbar", None)
     return nb
