@@ -176,3 +176,76 @@ def test_wheel_carries_student_lessons_and_tlkit_lessons_writes_them(tmp_path):
         text = path.read_text()
         assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text, path
     assert "YOUR CODE HERE" in written[0].read_text()
+
+
+# ---------------------------------------------------------------------------
+# Ways in: make lab / make instructor, Binder, the lessons' first cells
+# ---------------------------------------------------------------------------
+
+import shutil  # noqa: E402
+
+LESSONS = sorted(SOURCE.glob("*/*.ipynb"))
+
+
+def _make_dry_run(target: str, **variables: str) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("no make on PATH")
+    args = ["make", "-n", "--no-print-directory", "-C", str(ROOT), target] + [f"{k}={v}" for k, v in variables.items()]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_make_lab_allows_root_only_for_root():
+    as_root = _make_dry_run("lab", USER_ID="0").splitlines()[-1]
+    as_user = _make_dry_run("lab", USER_ID="1000").splitlines()[-1]
+    assert "jupyter lab --allow-root" in as_root and "--allow-root" not in as_user
+    for line in (as_root, as_user):
+        assert line.startswith("cd course && ") and "jupyter-config/learner" in line
+        assert "default_url=/lab/tree/release" in line
+    instructor = _make_dry_run("instructor", USER_ID="1000").splitlines()[-1]
+    assert "jupyter-config/instructor" in instructor and "jupyter-config/learner" not in instructor
+    assert "default_url=/lab/tree/source" in instructor
+
+
+def test_learner_config_hides_the_instructor_tools_and_saves_widget_state():
+    page = json.loads((ROOT / "jupyter-config" / "learner" / "labconfig" / "page_config.json").read_text())
+    assert {"@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
+            "@jupyter/nbgrader:course-list"} <= {k for k, v in page["disabledExtensions"].items() if v}
+    server = json.loads((ROOT / "jupyter-config" / "learner" / "jupyter_server_config.json").read_text())
+    assert server["ServerApp"]["jpserver_extensions"]["nbgrader.server_extensions.formgrader"] is False
+    overrides = json.loads((ROOT / "jupyter-config" / "common" / "labconfig" / "default_setting_overrides.json")
+                           .read_text())
+    assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    assert not (ROOT / "jupyter-config" / "instructor" / "labconfig").exists()  # the instructor keeps every tool
+
+
+def test_binder_uses_the_learner_config_and_makes_student_versions():
+    start = (ROOT / "binder" / "start").read_text()
+    assert "jupyter-config/learner" in start and "jupyter-config/common" in start and 'exec "$@"' in start
+    post = (ROOT / "binder" / "postBuild").read_text()
+    assert "pip install --no-deps ." in post and "nbgrader generate_assignment --all" in post
+    assert os.access(ROOT / "binder" / "start", os.X_OK) and os.access(ROOT / "binder" / "postBuild", os.X_OK)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_each_lesson_has_a_binder_link_and_installs_tlkit_first(path):
+    nb = json.loads(path.read_text())
+    name = path.stem
+    first = "".join(nb["cells"][0]["source"])
+    link = f"https://mybinder.org/v2/gh/tlkit/tlkit/HEAD?urlpath=lab/tree/course/release/{name}/{name}.ipynb"
+    assert nb["cells"][0]["cell_type"] == "markdown" and f"]({link})" in first
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    install = "".join(code[0]["source"])
+    assert install.index("import tlkit") < install.index("except ImportError:") < install.index("%pip install")
+    assert "nbgrader" not in code[0]["metadata"]  # not an exercise, kept in the student version
+
+
+def test_readme_has_the_binder_link_and_both_ways_in():
+    readme = (ROOT / "README.md").read_text()
+    assert "https://mybinder.org/v2/gh/tlkit/tlkit/HEAD?urlpath=lab/tree/course/release/" in readme
+    for text in ("make lab", "make instructor", "make site", "tlkit lessons", "GitHub Pages"):
+        assert text in readme, text
+    course = (ROOT / "course" / "README.md").read_text()
+    assert "make lab" in course and "make instructor" in course
