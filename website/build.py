@@ -68,11 +68,11 @@ def for_the_site(nb: dict) -> dict:
     """The student version with outputs, each exercise marked, links to the package's files made absolute."""
     out = student_version(nb, keep_outputs=True)
     cells = []
-    for cell in out["cells"]:
+    for i, cell in enumerate(out["cells"]):
         grading = cell.get("metadata", {}).get("nbgrader", {})
         if grading.get("solution"):
             note = EXERCISE_NOTE if cell["cell_type"] == "code" else WRITTEN_NOTE
-            cells.append({"cell_type": "markdown", "metadata": {}, "source": note})
+            cells.append({"cell_type": "markdown", "id": f"exercise-note-{i}", "metadata": {}, "source": note})
         if cell["cell_type"] == "markdown":
             # ../../../tlkit/x.py (a path in the repository) -> the file on GitHub
             cell["source"] = re.sub(r"\]\((?:\.\./)+((?:tlkit|course|bench|tests)/[^)\s]+)\)",

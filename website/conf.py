@@ -12,4 +12,4 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 nb_execution_mode = "off"
 # Widgets: show their static HTML (every tlkit explorer has one), not a view that needs a kernel.
 nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
-suppress_warnings = ["mystnb.unknown_mime_type"]
+suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
