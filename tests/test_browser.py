@@ -39,7 +39,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]  # containers often have a tiny /dev/shm
-BUDGET_S = 420          # the whole module, server start to last check
+BUDGET_S = 600          # the whole module, server start to last check
 STEP_S = 150            # the longest any single wait may take (cell execution on 2 busy cores included)
 ERROR_OUTPUT = ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"  # a cell's traceback
 
@@ -142,31 +142,41 @@ def _wait_for_kernel(lab, page) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(lab):
-    """The test notebook open in headless Chromium, with every cell run."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def browser(lab):
+    """One headless Chromium for the module (Playwright's sync API allows one at a time)."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = None
         try:
-            page = browser.new_page(viewport={"width": 1360, "height": 1300})
-            page.set_default_timeout(_ms())
-            page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=_ms())
-            _wait_for_kernel(lab, page)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached",
-                                   timeout=_ms())
-            # Run > Run All Cells, as a learner would.
-            page.click("div.lm-MenuBar-itemLabel:text-is('Run')", timeout=_ms())
-            page.click("li.lm-Menu-item[data-command='runmenu:run-all']", timeout=_ms())
-            yield page
-        except Exception:
-            if page is not None:
-                page.screenshot(path=str(ARTIFACTS / "setup-FAILED.png"), full_page=True)
-            _print_server_log()
-            raise
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser):
+    """The test notebook open in headless Chromium, with every cell run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = None
+    try:
+        page = browser.new_page(viewport={"width": 1360, "height": 1300})
+        page.set_default_timeout(_ms())
+        page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=_ms())
+        _wait_for_kernel(lab, page)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached",
+                               timeout=_ms())
+        # Run > Run All Cells, as a learner would.
+        page.click("div.lm-MenuBar-itemLabel:text-is('Run')", timeout=_ms())
+        page.click("li.lm-Menu-item[data-command='runmenu:run-all']", timeout=_ms())
+        yield page
+    except Exception:
+        if page is not None:
+            page.screenshot(path=str(ARTIFACTS / "setup-FAILED.png"), full_page=True)
+        _print_server_log()
+        raise
+    finally:
+        if page is not None:
+            page.close()
 
 
 def _print_server_log() -> None:
@@ -315,20 +325,21 @@ def _write_state_notebook(path: Path) -> None:
 
 
 @pytest.fixture()
-def fresh_page(lab):
-    """A second browser page, for tests that open their own notebook."""
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1360, "height": 1000})
-            page.set_default_timeout(_ms())
-            yield page
-        finally:
-            browser.close()
+def fresh_page(lab, browser):
+    """Another page of the same browser, for tests that open their own notebook."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    page.set_default_timeout(_ms())
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def _open(lab, page, name: str) -> None:
-    page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
+    # Its own workspace: the first page's notebook (and its dialogs) do not come along.
+    workspace = re.sub(r"\W", "-", Path(name).stem)
+    page.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=_ms())
     url = f"{lab['base']}/api/sessions?token={lab['token']}"
     while not any(s["path"].endswith(name) and s["kernel"]["execution_state"] == "idle" for s in _get_json(url)):
