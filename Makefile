@@ -1,6 +1,9 @@
 # tlkit: two commands for a fresh machine.
-#   make lab   - create .venv if needed, install, open JupyterLab on course/
-#   make test  - same install, then the whole test suite (package tests, then the course notebooks)
+#   make lab        - create .venv if needed, install, open JupyterLab on the student versions
+#   make test       - same install, then the whole test suite (package tests, then the course notebooks)
+# and for instructors and the website:
+#   make instructor - JupyterLab on the source notebooks, with nbgrader's formgrader and create-assignment
+#   make site       - the course as a static website in website/_build/html (every lesson executed)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,29 +15,51 @@ ifneq ($(wildcard $(SHARED)),)
 export TLKIT_MIRROR ?= $(SHARED)
 endif
 PYTEST_ARGS ?=
+# JupyterLab refuses to run as root without --allow-root (containers, many lab machines).
+USER_ID ?= $(shell id -u)
+ALLOW_ROOT := $(if $(filter 0,$(USER_ID)),--allow-root,)
+# Course-local Jupyter configuration (jupyter-config/README.md): added for this server only.
+LAB_ENV = PATH="$(abspath $(VENV))/bin:$$PATH" JUPYTER_CONFIG_PATH="$(abspath jupyter-config/$(1)):$(abspath jupyter-config/common)"
+LAB_ARGS = $(ALLOW_ROOT) --ServerApp.root_dir="$(abspath course)"
 
-.PHONY: lab student test install browser doctor bench clean
+.PHONY: lab lab-instructor instructor student test install browser doctor bench site clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[lite,course,dev]"
+	$(PY) -m pip install --quiet -e ".[lite,course,dev,site]"
 	$(VENV)/bin/jupyter kernelspec list >/dev/null
 	@touch $(STAMP)
 
 # Learners work in the student versions (course/release/<lesson>/), generated from the
 # nbgrader source notebooks in course/source/ (which hold the solutions). An existing
-# release/<lesson> is never regenerated, so a learner's work is never overwritten.
+# release/<lesson> is never regenerated, so a learner's work is never overwritten. Each new one
+# gets this kernel's language_info, so JupyterLab does not show it as modified when opened.
 student: install
 	@cd course && for d in source/*/; do a=$$(basename $$d); \
 	  if [ -d "release/$$a" ]; then continue; fi; \
-	  PATH="$(abspath $(VENV))/bin:$$PATH" ../$(VENV)/bin/nbgrader generate_assignment "$$a" --log-level=WARN || exit 1; done
+	  PATH="$(abspath $(VENV))/bin:$$PATH" ../$(VENV)/bin/nbgrader generate_assignment "$$a" --log-level=WARN || exit 1; \
+	  ../$(PY) -c "import sys, tlkit.lessons as L; L.stamp_language_info(sys.argv[1])" "release/$$a/$$a.ipynb" || exit 1; done
 
+# The learner's JupyterLab: in course/ (nbgrader_config.py found), opened on the student
+# versions, without nbgrader's instructor tools.
 lab: student
 	$(VENV)/bin/tlkit doctor --no-network || true
-	$(VENV)/bin/jupyter lab course/
+	cd course && $(call LAB_ENV,learner) jupyter lab $(LAB_ARGS) --ServerApp.default_url=/lab/tree/release
+
+# The instructor's JupyterLab: the source notebooks (with solutions), formgrader and create-assignment.
+instructor: install
+	cd course && $(call LAB_ENV,instructor) jupyter lab $(LAB_ARGS) --ServerApp.default_url=/lab/tree/source
+lab-instructor: instructor
+
+# The course as a static website (website/README.md): executes every lesson (about 8 minutes on
+# 2 CPU cores), keeps the student versions with their outputs, builds HTML with Sphinx + myst-nb.
+# SITE_LESSONS="00 01" builds only those lessons.
+SITE_LESSONS ?=
+site: install
+	$(PY) website/build.py --out website/_build $(if $(SITE_LESSONS),--lessons $(SITE_LESSONS),)
 
 # Headless Chromium for the widget browser test: Debian's package (never a browser
 # download of Playwright's own). Skipped with a message where we cannot install it.
@@ -56,4 +81,4 @@ bench: install
 	$(PY) bench/bench_features.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts website/_build

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 
 import tlkit
+import tlkit.lessons
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,7 +39,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]  # containers often have a tiny /dev/shm
-BUDGET_S = 420          # the whole module, server start to last check
+BUDGET_S = 600          # the whole module, server start to last check
 STEP_S = 150            # the longest any single wait may take (cell execution on 2 busy cores included)
 ERROR_OUTPUT = ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"  # a cell's traceback
 
@@ -68,9 +70,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The learner's configuration, as `make lab` uses it (no news question, widget state saved,
+# no instructor tools), plus: the notebook's kernel starts without a "Select Kernel" dialog.
+CONFIG_PATH = os.pathsep.join(str(ROOT / "jupyter-config" / d) for d in ("learner", "common"))
+STATE_NOTEBOOK = "widget_state.ipynb"
+LESSON = ROOT / "course" / "source" / "00-welcome" / "00-welcome.ipynb"
 _SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-        '{"fetchNews": "false", "checkForUpdates": false}',
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": '{"autoStartDefaultKernel": true}',
 }
 
@@ -87,18 +92,18 @@ def lab(tmp_path_factory):
     _deadline = time.monotonic() + BUDGET_S
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    tlkit.lessons.write_lessons(root, lessons=[LESSON.parent.name])  # as `tlkit lessons` and `make lab` give it
+    _write_state_notebook(root / STATE_NOTEBOOK)
     settings = root / ".settings"
-    # A fresh settings folder: no "official Jupyter news?" toast over the widgets, nothing fetched
-    # from the internet, and the notebook's kernel starts without a "Select Kernel" dialog.
+    # A fresh settings folder (nothing of the user's), with the learner's course configuration.
     for name, text in _SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(text)
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"),
-               JUPYTER_RUNTIME_DIR=str(root / ".runtime"), PYTHONUNBUFFERED="1")
+               JUPYTER_RUNTIME_DIR=str(root / ".runtime"), PYTHONUNBUFFERED="1", JUPYTER_CONFIG_PATH=CONFIG_PATH)
     cmd = [str(JUPYTER), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
-           f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--ServerApp.port_retries=0",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
     _server_log = log_path = root / "jupyter.log"
@@ -137,31 +142,41 @@ def _wait_for_kernel(lab, page) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(lab):
-    """The test notebook open in headless Chromium, with every cell run."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def browser(lab):
+    """One headless Chromium for the module (Playwright's sync API allows one at a time)."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = None
         try:
-            page = browser.new_page(viewport={"width": 1360, "height": 1300})
-            page.set_default_timeout(_ms())
-            page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=_ms())
-            _wait_for_kernel(lab, page)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached",
-                                   timeout=_ms())
-            # Run > Run All Cells, as a learner would.
-            page.click("div.lm-MenuBar-itemLabel:text-is('Run')", timeout=_ms())
-            page.click("li.lm-Menu-item[data-command='runmenu:run-all']", timeout=_ms())
-            yield page
-        except Exception:
-            if page is not None:
-                page.screenshot(path=str(ARTIFACTS / "setup-FAILED.png"), full_page=True)
-            _print_server_log()
-            raise
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser):
+    """The test notebook open in headless Chromium, with every cell run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = None
+    try:
+        page = browser.new_page(viewport={"width": 1360, "height": 1300})
+        page.set_default_timeout(_ms())
+        page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=_ms())
+        _wait_for_kernel(lab, page)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached",
+                               timeout=_ms())
+        # Run > Run All Cells, as a learner would.
+        page.click("div.lm-MenuBar-itemLabel:text-is('Run')", timeout=_ms())
+        page.click("li.lm-Menu-item[data-command='runmenu:run-all']", timeout=_ms())
+        yield page
+    except Exception:
+        if page is not None:
+            page.screenshot(path=str(ARTIFACTS / "setup-FAILED.png"), full_page=True)
+        _print_server_log()
+        raise
+    finally:
+        if page is not None:
+            page.close()
 
 
 def _print_server_log() -> None:
@@ -293,3 +308,95 @@ def test_lr_explorer_runs_in_the_background_and_draws_curves(page):
         # Figures drawn in the kernel's background thread stay inside the widget: none leaks into an output.
         assert page.locator(".jp-OutputArea-output[data-mime-type='image/png']").count() == 0
         _shot(page, explorer, "lr_explorer")
+
+
+# ---------------------------------------------------------------------------
+# The learner's JupyterLab: no instructor tools, clean lessons, widgets that reopen
+# ---------------------------------------------------------------------------
+
+def _write_state_notebook(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from tlkit import widgets\n"
+        "aw = widgets.advisor_widget(per_class=100, n_classes=2, similarity='similar')\naw")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def fresh_page(lab, browser):
+    """Another page of the same browser, for tests that open their own notebook."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    page.set_default_timeout(_ms())
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def _open(lab, page, name: str) -> None:
+    # Its own workspace: the first page's notebook (and its dialogs) do not come along.
+    workspace = re.sub(r"\W", "-", Path(name).stem)
+    page.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=_ms())
+    url = f"{lab['base']}/api/sessions?token={lab['token']}"
+    while not any(s["path"].endswith(name) and s["kernel"]["execution_state"] == "idle" for s in _get_json(url)):
+        _ms()
+        page.wait_for_timeout(500)
+
+
+def _shutdown_kernels(lab) -> None:
+    for s in _get_json(f"{lab['base']}/api/sessions?token={lab['token']}"):
+        req = urllib.request.Request(f"{lab['base']}/api/sessions/{s['id']}?token={lab['token']}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30)
+
+
+def test_learner_lab_shows_no_instructor_tools_and_no_unsaved_lesson(lab, fresh_page):
+    page = fresh_page
+    with _screenshot_on_failure(page, "learner_lab"):
+        _open(lab, page, f"{LESSON.parent.name}/{LESSON.name}")
+        config = json.loads(page.locator("#jupyter-config-data").text_content())
+        for plugin in ("formgrader", "create-assignment", "course-list"):
+            assert f"@jupyter/nbgrader:{plugin}" in config["disabledExtensions"]
+        page.click("div.lm-MenuBar-itemLabel:text-is('Nbgrader')", timeout=_ms())
+        menu = page.locator(".lm-Menu").last
+        sync_api.expect(menu).to_contain_text("Assignment List", timeout=_ms())
+        assert "Formgrader" not in menu.inner_text() and "Create Assignment" not in menu.inner_text()
+        page.keyboard.press("Escape")
+        assert page.locator("#create_assignment, .nbgrader-CreateAssignmentWidget").count() == 0
+        assert urllib.request.urlopen(f"{lab['base']}/api/status?token={lab['token']}").status == 200
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"{lab['base']}/formgrader?token={lab['token']}")
+        # A lesson just opened, its kernel started, is not "modified" (no dot on its tab), and no
+        # news question is shown.
+        page.wait_for_timeout(1500)
+        tab = page.locator(f".lm-TabBar-tab:has-text('{LESSON.name}')").first
+        assert "jp-mod-dirty" not in (tab.get_attribute("class") or ""), "a freshly opened lesson shows unsaved changes"
+        assert page.locator("text=official Jupyter news").count() == 0
+        _shot(page, page.locator(".jp-NotebookPanel").first, "learner_lab")
+        _shutdown_kernels(lab)
+
+
+def test_a_saved_widget_reopens_after_the_kernel_is_gone(lab, fresh_page):
+    page = fresh_page
+    with _screenshot_on_failure(page, "widget_state"):
+        _open(lab, page, STATE_NOTEBOOK)
+        page.click("div.lm-MenuBar-itemLabel:text-is('Run')", timeout=_ms())
+        page.click("li.lm-Menu-item[data-command='runmenu:run-all']", timeout=_ms())
+        _wait_for_widget(page, ".tlkit-advisor-widget")
+        sync_api.expect(page.locator(".tlkit-advisor-card")).to_contain_text("feature extraction", timeout=_ms())
+        page.keyboard.press("Control+s")
+        saved = lab["root"] / STATE_NOTEBOOK
+        deadline = time.monotonic() + 60
+        while "widget-state+json" not in saved.read_text() and time.monotonic() < deadline:
+            page.wait_for_timeout(300)
+        assert "application/vnd.jupyter.widget-state+json" in saved.read_text(), "widget state was not saved"
+        # Close everything: the kernel is gone, as when a learner comes back the next day.
+        _shutdown_kernels(lab)
+        page.reload()
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=_ms())
+        sync_api.expect(page.locator(".tlkit-advisor-card").first).to_contain_text("feature extraction", timeout=_ms())
+        assert page.locator("text=model not found").count() == 0
+        _shot(page, page.locator(".jp-NotebookPanel").first, "widget_state-reopened")

@@ -358,10 +358,14 @@ def test_measure_my_dataset_moves_the_controls(data, tmp_path, monkeypatch):
     assert m is not None and m.n_images == len(train) and m.n_classes == len(train.classes)
     assert aw.per_class == pytest.approx(len(train) / len(train.classes))
     assert aw.per_class_slider.value == pytest.approx(aw.per_class, rel=0.1)
-    assert aw.advice.similarity_score == pytest.approx(m.similarity, abs=1e-3)
+    assert aw.advice.similarity_score == round(m.similarity, 2)
     assert aw.similarity_buttons.value == aw.advice.similarity
-    assert f"{m.similarity:.2f}" in aw.similarity_label.value
+    # One rounding everywhere: the status line, the label, the card and the LEEP row agree.
+    shown = f"{m.similarity:.2f}"
+    assert f"similarity score {shown}" in aw.status.value and f"measured: {shown}" in aw.similarity_label.value
+    assert f"(score {shown})" in aw.card.value and f"similarity {shown}" in aw.measurement_view.value
     assert "Measurement" in aw.measurement_view.value
+    assert "loses" not in aw.measurement_view.value and "penultimate features" in aw.measurement_view.value
     assert list(m.stage_accuracy) == ["blocks.4", "penultimate"]
 
 
@@ -373,3 +377,151 @@ def test_the_pipeline_trains_with_fit_as_the_code_says(model, data):
     ax = widgets.augmentation_explorer(train, preset="standard", vflip=0.5, blur=1.0)
     history = fit(tlkit.freeze(copy.deepcopy(model)), train, val, epochs=1, augment=ax.pipeline, progress=False)
     assert history.epochs == 1 and 0.0 <= history.val_acc[0] <= 1.0
+
+
+# ---------------------------------------------------------------------------
+# Progress bars leave nothing behind in a saved notebook
+# ---------------------------------------------------------------------------
+
+_PROGRESS_CELL = """\
+from tlkit._progress import Progress
+bar = Progress(total=5, desc="extracting features")
+for _ in range(5):
+    bar.update()
+bar.line("extracted 5 batches")
+bar.close()
+"""
+
+
+def _execute(source: str, env: dict | None = None):
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def _output_text(nb) -> str:
+    import json
+
+    return json.dumps(nb.cells[0].outputs)
+
+
+@pytest.mark.slow
+def test_executed_notebook_keeps_no_progress_bar_stub():
+    nb = _execute(_PROGRESS_CELL, {"TLKIT_PROGRESS": ""})
+    text = _output_text(nb)
+    assert "extracted 5 batches" in text  # the lines a learner should read stay
+    assert "0%|" not in text and "extracting features" not in text, text
+    assert "application/vnd.jupyter.widget-view+json" not in text, text
+
+
+@pytest.mark.slow
+def test_notebook_run_by_nbgrader_prints_only_the_lines():
+    nb = _execute(_PROGRESS_CELL, {"NBGRADER_EXECUTION": "autograde"})
+    outputs = nb.cells[0].outputs
+    assert [o.get("text") for o in outputs] == ["extracted 5 batches\n"], outputs
+
+
+def test_progress_mode_follows_the_environment(monkeypatch):
+    from tlkit._progress import progress_mode
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.setenv("TLKIT_PROGRESS", "lines")
+    assert progress_mode() == "lines" and progress_mode(False) == "off"
+    monkeypatch.setenv("TLKIT_PROGRESS", "")
+    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")
+    assert progress_mode() == "lines"
+
+
+
+# ---------------------------------------------------------------------------
+# What the charts and tables explain (no training: runs made up from History objects)
+# ---------------------------------------------------------------------------
+
+def _history(label, train_loss, val_acc):
+    from tlkit.train import History
+
+    return History(label=label, train_loss=list(train_loss), train_acc=[0.5] * len(train_loss),
+                   val_loss=list(train_loss), val_acc=list(val_acc), lr=[1e-3] * len(train_loss),
+                   epoch_time=[1.0] * len(train_loss), train_time=[0.5] * len(train_loss))
+
+
+def test_freeze_chart_has_a_legend_and_the_table_explains_its_marks(model, data):
+    train, val = data
+    fe = widgets.freeze_explorer(model, train, val)
+    h = _history("x", [0.5], [0.9])
+    fe.runs += [widgets.FreezeRun("head", 10, 100, 0.9, 0.9, 4.0, 1, False, h, train_seconds=1.0),
+                widgets.FreezeRun("blocks.5", 50, 100, 0.8, 0.8, 9.0, 1, True, h, train_seconds=2.0)]
+    fig = fe.plot()
+    assert fig.legends, "the freeze chart has no legend"
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["latest run", "earlier runs", "stopped before its last epoch", "mean at each freeze point"]
+    assert "wall time" in fig.axes[1].get_ylabel()
+    table = fe.table()
+    assert "* stopped before its last epoch" in table and "wall time: what you waited" in table
+    assert re.search(r"blocks\.5 .* 9\.0s\s+1\*", table)
+
+
+def test_lr_chart_keeps_a_diverged_run_from_flattening_the_others(model, data):
+    train, val = data
+    lx = widgets.LRExplorer(model, train, val, epochs=3)
+    good = _history("head 1e-3", [0.62, 0.41, 0.30], [0.7, 0.8, 0.85])
+    bad = _history("head 1e+0", [3.0, 40.0, 86.0], [0.5, 0.5, 0.5])
+    lx.runs += [widgets.LRRun(1e-3, None, "head", 0.85, 0.85, 3.0, 3, False, good),
+                widgets.LRRun(1.0, None, "head", 0.5, 0.5, 3.0, 3, False, bad)]
+    assert lx.diverged(bad) and not lx.diverged(good)
+    fig = lx.plot()
+    (ax_loss,) = [ax for ax in fig.axes if "loss" in ax.get_ylabel()]
+    bottom, top = ax_loss.get_ylim()
+    assert 0.62 < top < 1.0, top  # the good run fills the axis; 86 is off it
+    legend = " ".join(t.get_text() for leg in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+                      for t in leg.get_texts())
+    assert "head 1e0 (diverged" in legend and "head 1e-3" in legend
+    assert "diverged" in lx.table().splitlines()[2] and "diverged" not in lx.table().splitlines()[1]
+
+
+def test_lr_results_say_a_run_is_going_once_its_curve_is_drawn(model, data):
+    train, val = data
+    lx = widgets.LRExplorer(model, train, val, epochs=3)
+    lx.widget
+    assert "No runs yet" in lx.results.value
+    lx._current = _history("head 1e-3", [0.6], [0.7])  # what fit's callback leaves after epoch 1
+    lx._refresh_curves()
+    lx._refresh_results()
+    assert lx.curves.layout.display is None
+    assert "No runs yet" not in lx.results.value and "head 1e-3: 1 epoch done" in lx.results.value
+
+
+@pytest.mark.slow
+def test_freeze_progress_bar_moves_during_an_epoch(model, data):
+    train, val = data
+    fe = widgets.freeze_explorer(model, train, val, epochs=1, batch_size=2)
+    fe.widget
+    seen = []
+    fe.progress.observe(lambda ch: seen.append(ch["new"]), "value")
+    run = fe.run("head", verbose=False)
+    batches = -(-len(train) // 2)
+    assert run is not None and fe.progress.max == batches
+    assert [v for v in seen if 0 < v < batches], f"the bar only moved at the epoch's end: {seen}"
+    assert seen[-1] == batches
+
+
+def test_advisor_card_names_the_strategy_as_the_code_does():
+    aw = widgets.advisor_widget(per_class=40, n_classes=5, similarity="different")
+    aw.widget
+    assert aw.advice.strategy == "early_features"
+    assert "<code>early_features</code>" in aw.card.value and "early features</b>" not in aw.card.value

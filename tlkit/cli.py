@@ -1,7 +1,9 @@
-"""The ``tlkit`` command line: ``tlkit doctor`` tells what works on this machine.
+"""The ``tlkit`` command line: ``tlkit doctor`` tells what works on this machine;
+``tlkit lessons DIR`` writes the course's lessons (student versions) into DIR.
 
 Example:
     $ tlkit doctor
+    $ tlkit lessons my-course
 """
 from __future__ import annotations
 
@@ -109,9 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("doctor", help="versions, device, usable backbones, caches and network")
     p.add_argument("--no-network", action="store_true", help="skip the network check")
+    # `tlkit lessons DIR`: the student versions of the lessons (tlkit.lessons).
+    p = sub.add_parser("lessons", help="write the lessons (student versions, no solutions) into a folder")
+    p.add_argument("folder", help="where to write them, one subfolder per lesson")
+    p.add_argument("--overwrite", action="store_true", help="replace lessons already in the folder")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         print(doctor(network=not args.no_network))
+    elif args.command == "lessons":
+        from .lessons import write_lessons
+
+        written = write_lessons(args.folder, overwrite=args.overwrite)
+        print(f"wrote {len(written)} lessons into {args.folder}; open them with: jupyter lab {args.folder}")
     return 0
 
 

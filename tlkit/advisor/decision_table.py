@@ -241,7 +241,7 @@ class Advice:
                 f"{html.escape(k)} = {html.escape(_fmt(v))}" for k, v in self.signals.items()) + "</p>"
         notes = "".join(f"<p style='margin:4px 0;color:#8a5a00'>Note: {html.escape(n)}</p>" for n in self.notes)
         return (f"<div style='border:1px solid #ccc;border-radius:6px;padding:10px;max-width:760px'>"
-                f"<div style='font-size:1.1em'><b>{html.escape(self.strategy.replace('_', ' '))}</b> "
+                f"<div style='font-size:1.1em'><b><code>{html.escape(self.strategy)}</code></b> "
                 f"<span style='color:#777'>for {html.escape(self.backbone)}</span></div>"
                 f"<p style='margin:4px 0'>{html.escape(self.description)}</p>"
                 f"<div style='display:flex;gap:16px;align-items:flex-start'>"

@@ -103,6 +103,17 @@ class Measurement:
         """Probe accuracy lost by reading the penultimate features instead of the best stage's."""
         return max(self.stage_accuracy.values()) - self.stage_accuracy[PENULTIMATE]
 
+    def _penultimate_in_words(self) -> str:
+        """How the penultimate features (what the head reads) compare with the best stage's, in words."""
+        drop, noise = self.penultimate_drop, self.standard_error
+        if self.best_stage == PENULTIMATE:
+            return "the penultimate features (what the head reads) are the best"
+        if drop <= 2 * noise:
+            return (f"the penultimate features do as well: {drop:.3f} lower, within the noise "
+                    f"(one standard error is {noise:.3f})")
+        return (f"the penultimate features do worse: {drop:.3f} lower, more than twice the noise "
+                f"(one standard error is {noise:.3f})")
+
     def rows(self) -> list[tuple[str, str, str]]:
         """(signal, value, what it means) for display."""
         best = self.best_stage
@@ -111,8 +122,7 @@ class Measurement:
             ("chance", f"{self.chance:.3f}", "always guessing the most common class"),
             ("k-NN accuracy", f"{self.knn_accuracy:.3f}", "nearest neighbours in penultimate-feature space"),
             ("linear-probe accuracy", f"{self.logistic_accuracy:.3f}", "logistic regression on penultimate features"),
-            ("best stage", f"{best} ({self.stage_accuracy[best]:.3f})",
-             f"penultimate loses {self.penultimate_drop:+.3f} (noise: +-{self.standard_error:.3f})"),
+            ("best stage", f"{best} ({self.stage_accuracy[best]:.3f})", self._penultimate_in_words()),
             ("LEEP", f"{self.leep:.3f}", f"-> similarity {self.leep_similarity:.2f} (0 = class frequencies, 1 = perfect)"),
             ("NCE", f"{self.nce:.3f}", f"-> similarity {self.nce_similarity:.2f} (share of label information)"),
             ("LogME", f"{self.logme:.3f}", "rank backbones on this data only; favours wide features "

@@ -210,6 +210,21 @@ class _Explorer:
 
         return check_stop
 
+    def _batch_progress(self, batches_per_epoch: int, epochs: int) -> Callable:
+        """A forward pre-hook that moves the progress bar one step per training batch, so the bar
+        advances during an epoch, not only when one ends. Forward passes in eval mode
+        (validation) are not counted. ``_epoch_progress`` then puts it at each epoch's end."""
+        bar = self.progress
+        self._batches_per_epoch = max(1, batches_per_epoch)
+        bar.max, bar.value = self._batches_per_epoch * max(1, epochs), 0
+        bar.layout.display = None
+
+        def count_batch(module: nn.Module, args: Any) -> None:
+            if module.training and bar.value < bar.max:
+                bar.value += 1
+
+        return count_batch
+
     def _say(self, text: str, error: bool = False) -> None:
         self._status_text = text
         self._status_error = error
@@ -223,8 +238,10 @@ class _Explorer:
         self.status.value = _block(f"<span style='color:{color}'>{text}</span>")
 
     def _epoch_progress(self, epoch: int, epochs: int) -> None:
-        self.progress.max = max(1, epochs)
-        self.progress.value = min(epoch, epochs)
+        """The bar at the end of ``epoch`` (in batches when ``_batch_progress`` counts them)."""
+        per_epoch = getattr(self, "_batches_per_epoch", None) or 1
+        self.progress.max = max(1, epochs) * per_epoch
+        self.progress.value = min(epoch, epochs) * per_epoch
         self.progress.layout.display = None
 
 

@@ -9,11 +9,14 @@ Example:
 from __future__ import annotations
 
 import html
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import ipywidgets as W
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from torch import nn
 
 from ..freezing import TrainableSummary, freeze, trainable_summary
@@ -33,7 +36,9 @@ class FreezeRun:
         total: all parameters.
         val_acc: validation accuracy after the last epoch (None without a validation set).
         best_val_acc: best validation accuracy over the epochs.
-        seconds: time spent in the training steps (``sum(history.train_time)``).
+        seconds: wall time of the run, what the learner waited: copying the model, decoding
+            the images (the first run only; later runs reuse them), training, validating.
+        train_seconds: the part of it spent in the training steps (``sum(history.train_time)``).
         epochs: epochs completed.
         stopped: the run was stopped before its last epoch.
         history: the ``tlkit.train.History`` of the run.
@@ -48,6 +53,7 @@ class FreezeRun:
     epochs: int
     stopped: bool = False
     history: Any = field(default=None, repr=False)
+    train_seconds: float | None = None
 
     def __repr__(self) -> str:
         stop = ", stopped" if self.stopped else ""
@@ -131,6 +137,7 @@ class FreezeExplorer(_Explorer):
             raise ValueError("FreezeExplorer has no training set: create it as freeze_explorer(model, train, val).")
         until = self._check_point(until or self.until)
         epochs = epochs or self.epochs
+        started = time.perf_counter()  # the whole wait: copy, decode (first run), train, validate
         model = _copy_for(self.backbone, len(self.train.classes))
         freeze(model, until=until)
         counts = trainable_summary(model)
@@ -143,9 +150,10 @@ class FreezeExplorer(_Explorer):
             self._say(f"training from {until}: epoch {epoch}/{epochs} done, val accuracy {_percent(acc)}")
             return not self._stop_event.is_set()  # False ends training
 
-        self._epoch_progress(0, epochs)
         self._say(f"training from {until}: epoch 1/{epochs}…")
         hook = model.register_forward_pre_hook(self._stop_hook())
+        count = model.register_forward_pre_hook(
+            self._batch_progress(math.ceil(len(self.train) / self.batch_size), epochs))
         try:
             history = fit(model, self.train, self.val, epochs=epochs, lr=self.lr, batch_size=self.batch_size,
                           augment=self.augment, seed=self.seed, device=self.device, progress=verbose,
@@ -154,30 +162,37 @@ class FreezeExplorer(_Explorer):
             history = last.get("history")
         finally:
             hook.remove()
+            count.remove()
+            self._batches_per_epoch = None
         done = history.epochs if history is not None else 0
         if done == 0:
             self._say(f"stopped before the first epoch of {until} ended: no point added")
             _log(verbose, f"{until}: stopped before the first epoch ended")
             return None
-        # Time in the training steps: what the freeze point changes. (The wall time would also
-        # count decoding the images, which only the first run pays.)
-        seconds = sum(history.train_time)
+        # The wall time: what the learner waited (the first run also decodes the images once).
+        seconds = time.perf_counter() - started
         val_acc = history.val_acc
         result = FreezeRun(until, counts.trainable, counts.total, val_acc[-1] if val_acc else None,
-                           max(val_acc) if val_acc else None, seconds, done, done < epochs, history)
+                           max(val_acc) if val_acc else None, seconds, done, done < epochs, history,
+                           train_seconds=sum(history.train_time))
         self.runs.append(result)
         self._refresh_results()
         self._say(f"{until}: val accuracy {_percent(result.val_acc)} after {done} epoch{'s' * (done != 1)} "
-                  f"in {seconds:.1f} s" + (" (stopped)" if result.stopped else ""))
+                  f"in {seconds:.1f} s (wall time)" + (" (stopped)" if result.stopped else ""))
         return result
 
     def plot(self) -> Figure:
-        """Freeze point vs validation accuracy (left) and training time (right), one point per run."""
-        fig = Figure(figsize=(9.5, 3.4), layout="constrained")
+        """Freeze point vs validation accuracy (left) and wall time (right), one point per run.
+
+        The legend below says what the marks mean: the latest run is red, earlier runs blue, a
+        hollow marker is a run stopped before its last epoch, and the grey line joins the mean of
+        the runs at each freeze point.
+        """
+        fig = Figure(figsize=(9.5, 3.9), layout="constrained")
         ax_acc, ax_time = fig.subplots(1, 2)
         pos = {p: i for i, p in enumerate(self.points)}
         for ax, key, label in ((ax_acc, "val_acc", "validation accuracy (%)"),
-                               (ax_time, "seconds", "training time (s)")):
+                               (ax_time, "seconds", "wall time of the run (s)")):
             means: dict[int, list[float]] = {}
             for i, r in enumerate(self.runs):
                 y = getattr(r, key)
@@ -207,7 +222,13 @@ class FreezeExplorer(_Explorer):
         if not self.runs:
             ax_acc.text(0.5, 0.5, "no runs yet", transform=ax_acc.transAxes, ha="center", color="0.5")
         ax_acc.set_title("Accuracy after the last epoch", fontsize=10)
-        ax_time.set_title("Time in the training steps", fontsize=10)
+        ax_time.set_title("Time you waited (copy, decode images, train, validate)", fontsize=10)
+        handles = [Line2D([], [], marker="o", ls="", color="#d62728", markersize=8, label="latest run"),
+                   Line2D([], [], marker="o", ls="", color="#1f77b4", label="earlier runs"),
+                   Line2D([], [], marker="o", ls="", color="#1f77b4", markerfacecolor="none",
+                          label="stopped before its last epoch"),
+                   Line2D([], [], ls="-", color="0.6", label="mean at each freeze point")]
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
         fig.tlkit_data = {"runs": list(self.runs)}
         return fig
 
@@ -215,10 +236,13 @@ class FreezeExplorer(_Explorer):
         """The runs so far as a text table."""
         if not self.runs:
             return "no runs yet"
-        lines = [f"{'freeze point':<14}{'trainable':>12}{'val acc':>9}{'best':>8}{'time':>9}{'epochs':>8}"]
+        lines = [f"{'freeze point':<14}{'trainable':>12}{'val acc':>9}{'best':>8}{'wall time':>11}{'epochs':>8}"]
         for r in self.runs:
             lines.append(f"{r.until:<14}{r.trainable:>12,}{_percent(r.val_acc):>9}{_percent(r.best_val_acc):>8}"
-                         f"{r.seconds:>8.1f}s{r.epochs:>7}{'*' if r.stopped else ''}")
+                         f"{r.seconds:>10.1f}s{r.epochs:>7}{'*' if r.stopped else ''}")
+        lines.append("wall time: what you waited (copy the model, decode the images on the first run, train, validate)")
+        if any(r.stopped for r in self.runs):
+            lines.append("* stopped before its last epoch (Stop pressed): fewer epochs than asked")
         return "\n".join(lines)
 
     def show(self) -> None:
@@ -270,6 +294,7 @@ class FreezeExplorer(_Explorer):
             note = " (train everything)" if i == 0 else " (train the head only)" if p == "head" else ""
             options.append((p + note, p))
         self.point = W.Dropdown(options=options, value=self.until, description="train from",
+                                style={"description_width": "initial"},
                                 layout=W.Layout(width="320px")).add_class("tlkit-freeze-point")
         self.epochs_box = W.BoundedIntText(value=self.epochs, min=1, max=100, description="epochs",
                                            layout=W.Layout(width="140px"), style={"description_width": "50px"})

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,6 +20,10 @@ from torch import nn
 from ..freezing import freeze, param_groups
 from ..stages import list_stages
 from ._base import RunStopped, _check_dataset, _copy_for, _display, _Explorer, _percent, _png
+
+# A run has diverged when a loss is not finite or above this many times the loss of guessing
+# (ln of the number of classes): its curve is marked and left off the loss axis's range.
+DIVERGED_FACTOR = 4.0
 
 __all__ = ["LRExplorer", "LRRun", "lr_explorer"]
 
@@ -154,6 +159,7 @@ class LRExplorer(_Explorer):
             self._epoch_progress(epoch, epochs)
             self._say(f"{label}: epoch {epoch}/{epochs} done, val accuracy {_percent(acc)}")
             self._refresh_curves()
+            self._refresh_results()
             return not self._stop_event.is_set()
 
         self._epoch_progress(0, epochs)
@@ -218,17 +224,43 @@ class LRExplorer(_Explorer):
             self.head_slider.value, self.body_slider.value = self.head_lr, self.body_lr
         return head
 
+    def diverged(self, history: Any) -> bool:
+        """True when a run's loss went non-finite or above ``DIVERGED_FACTOR`` times the loss of guessing."""
+        limit = DIVERGED_FACTOR * max(math.log(max(2, len(self.train.classes))), 0.5)
+        return any(not math.isfinite(x) or x > limit for x in list(history.train_loss) + list(history.val_loss))
+
     def plot(self) -> Figure:
-        """The learning curves of every run (and of the run in progress), overlaid: ``tlkit.viz.history``."""
+        """The learning curves of every run (and of the run in progress), overlaid: ``tlkit.viz.history``.
+
+        A diverged run (see :meth:`diverged`) is named so in the legend, and the loss axis is
+        clipped to the other runs' range, so one exploding loss does not flatten every curve.
+        """
         from ..viz import history as plot_history
 
-        histories = [r.history for r in self.runs]
+        histories = [(r.label, r.history) for r in self.runs]
         if self._current is not None and self._current.epochs:
-            histories.append(self._current)
+            histories.append((self._current.label or "running", self._current))
         if not histories:
             raise ValueError("no runs yet: call run(head_lr=...) (or press Run) first")
-        return plot_history(histories, title=f"{len(histories)} run{'s' * (len(histories) != 1)}, "
-                                             f"trained from {self.until}")
+        named: dict[str, Any] = {}
+        for label, h in histories:
+            label = label + (" (diverged: loss off the chart)" if self.diverged(h) else "")
+            unique, k = label, 2
+            while unique in named:
+                unique, k = f"{label} #{k}", k + 1
+            named[unique] = h
+        fig = plot_history(named, title=f"{len(histories)} run{'s' * (len(histories) != 1)}, "
+                                        f"trained from {self.until}")
+        kept = [h for _, h in histories if not self.diverged(h)]
+        if len(kept) < len(histories):
+            losses = [x for h in kept for x in list(h.train_loss) + list(h.val_loss) if math.isfinite(x)]
+            top = 1.15 * max(losses) if losses else DIVERGED_FACTOR * math.log(max(2, len(self.train.classes)))
+            for ax in fig.axes:
+                if "loss" in ax.get_ylabel():
+                    ax.set_ylim(0, top)
+                    ax.text(0.98, 0.97, "diverged runs: above the top", transform=ax.transAxes, ha="right",
+                            va="top", fontsize=8, color="#b00020")
+        return fig
 
     def table(self) -> str:
         if not self.runs:
@@ -236,7 +268,10 @@ class LRExplorer(_Explorer):
         lines = [f"{'head lr':>8}{'body lr':>9}  {'from':<11}{'val acc':>8}{'best':>8}{'epochs':>7}{'time':>8}"]
         for r in self.runs:
             lines.append(f"{_lr(r.head_lr):>8}{_lr(r.body_lr):>9}  {r.until:<11}{_percent(r.val_acc):>8}"
-                         f"{_percent(r.best_val_acc):>8}{r.epochs:>7}{r.seconds:>7.1f}s{'*' if r.stopped else ''}")
+                         f"{_percent(r.best_val_acc):>8}{r.epochs:>7}{r.seconds:>7.1f}s{'*' if r.stopped else ''}"
+                         + ("  diverged" if r.history is not None and self.diverged(r.history) else ""))
+        if any(r.stopped for r in self.runs):
+            lines.append("* stopped before its last epoch (Stop pressed)")
         return "\n".join(lines)
 
     def show(self) -> None:
@@ -350,8 +385,15 @@ class LRExplorer(_Explorer):
     def _refresh_results(self) -> None:
         if not hasattr(self, "results"):
             return
-        self.results.value = (f"<pre style='font-size:11px;margin:0'>{html.escape(self.table())}</pre>" if self.runs
-                              else "<i style='color:#666'>No runs yet: set the learning rates and press Run.</i>")
+        current = self._current
+        if self.runs:
+            self.results.value = f"<pre style='font-size:11px;margin:0'>{html.escape(self.table())}</pre>"
+        elif current is not None and current.epochs:  # the first run's curve is on the chart already
+            self.results.value = (f"<i style='color:#666'>{html.escape(current.label or 'the first run')}: "
+                                  f"{current.epochs} epoch{'s' * (current.epochs != 1)} done; its row appears "
+                                  "here when it ends.</i>")
+        else:
+            self.results.value = "<i style='color:#666'>No runs yet: set the learning rates and press Run.</i>"
 
 
 def lr_explorer(backbone: nn.Module, train: Any, val: Any = None, *, epochs: int = 3,
