@@ -16,6 +16,7 @@ import json
 import shutil
 import tarfile
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,8 @@ class Report:
 
         self.results.append(result)
         stamp = parse_utc(result.timestamp).replace(tzinfo=None) if result.timestamp else None
-        with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        with Gradebook(coursedir.db_url, coursedir.course_id) as gb, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not in session.*")  # nbgrader's own, harmless
             gb.update_or_create_student(result.student)
             submission = gb.update_or_create_submission(self.lesson, result.student, timestamp=stamp)
             if result.gradebook:
