@@ -59,7 +59,7 @@ SHADOWED = {
 class Finding:
     """One suspicious line: where it is, what kind of tampering, and the line itself."""
 
-    cell: int | None        # index of the cell in the notebook (None for a bare source)
+    cell: int | None        # the cell's number in the notebook, counting from 1 (None for a bare source)
     grade_id: str | None    # the nbgrader grade_id of that cell, if it has one
     line: int               # line number inside the cell (1-based)
     kind: str
@@ -247,7 +247,7 @@ def scan_notebook(notebook: str | Path | dict) -> list[Finding]:
 
     >>> nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "import sys\\nsys.modules['tlkit']"}]}
     >>> [str(f) for f in scan_notebook(nb)]
-    ["cell 0, line 2: sys.modules: sys.modules['tlkit']"]
+    ["cell 1, line 2: sys.modules: sys.modules['tlkit']"]
     """
     if not isinstance(notebook, dict):
         notebook = json.loads(Path(notebook).read_text(encoding="utf-8"))
@@ -262,7 +262,7 @@ def scan_notebook(notebook: str | Path | dict) -> list[Finding]:
             scan_source(source, aliases=aliases)  # still learn its imports
             continue
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        findings += scan_source(source, index, grade_id, aliases)
+        findings += scan_source(source, index + 1, grade_id, aliases)
     return findings
 
 
