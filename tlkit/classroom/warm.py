@@ -8,7 +8,7 @@ prints how to make the cache read-only for students and how to hand it to ``tlki
 Example:
     >>> from tlkit.classroom import warm_cache
     >>> warm_cache(["digits"], progress=False)["digits"]  # doctest: +SKIP
-    'ready: 1437 train + 360 val images'
+    'ready: 1438 train + 359 val images'
 """
 from __future__ import annotations
 
