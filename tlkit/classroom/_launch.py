@@ -11,7 +11,7 @@ kernel with ``execve`` (same process id, so nbgrader's interrupts and kills reac
    reachable, not even 127.0.0.1 outside), a new mount namespace in which the course's solutions,
    submissions and gradebook are covered by empty, unreadable file systems and the shared caches
    are read-only; without root, a user namespace first;
-4. limits: address space (memory), CPU seconds, file size, no core files;
+4. limits: private writable memory (RLIMIT_DATA), CPU seconds, file size, no core files;
 5. drops to the sandbox user (root only), arranges to die with its parent, and ``execve``s the
    kernel with the environment the grader chose (private HOME and TMPDIR).
 
@@ -118,7 +118,9 @@ def main(argv: list) -> None:
         resource.setrlimit(kind, (soft, soft if hard is None else hard))
 
     if s.get("memory_bytes"):
-        limit(resource.RLIMIT_AS, int(s["memory_bytes"]))
+        # RLIMIT_DATA (private writable memory), not RLIMIT_AS: importing torch alone reserves
+        # more address space than a 4 GB limit allows, while using far less memory.
+        limit(resource.RLIMIT_DATA, int(s["memory_bytes"]))
     if s.get("cpu_seconds"):
         limit(resource.RLIMIT_CPU, int(s["cpu_seconds"]), int(s["cpu_seconds"]) + 5)
     if s.get("file_bytes"):

@@ -82,7 +82,7 @@ c.KernelManager.ip = {ip!r}
 @dataclass
 class Limits:
     """What one submission may use: wall-clock seconds for the whole notebook (nbgrader's per-cell
-    ``Execute.timeout`` still applies inside it), memory in GB (address space), CPU threads."""
+    ``Execute.timeout`` still applies inside it), memory in GB (private writable memory, RLIMIT_DATA), CPU threads."""
 
     timeout: float = 900.0
     memory_gb: float = 4.0

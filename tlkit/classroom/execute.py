@@ -22,7 +22,7 @@ import json
 import signal
 import time
 
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Float, Unicode
 
@@ -92,6 +92,11 @@ class SandboxedExecute(Execute):
                 json.dump({"status": "running", "cell": index + 1, "message": ""}, f)
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
+        except CellTimeoutError as exc:  # e.g. "Timeout waiting for IOPub output" after an interrupt
+            first = str(exc).splitlines()[0]
+            self._note("timeout", index, cell, f"timed out at cell {index + 1} ({first})")
+            cell.outputs = list(cell.get("outputs", [])) + [_error("CellTimeoutError", first)]
+            return cell, self.resources
         except DeadKernelError:
             code = None
             process = getattr(getattr(self.km, "provisioner", None), "process", None)

@@ -16,7 +16,7 @@ What a submission gets, when the grader runs as root (CI does, a hub's grading a
 * a mount namespace in which the course's ``source/`` (solutions), ``submitted/``,
   ``autograded/``, ``feedback/``, the gradebook and the exchange are covered by empty, unreadable
   file systems, and the shared data and feature caches are mounted read-only;
-* limits on address space (memory), CPU seconds, file size; no core files.
+* limits on memory (private writable memory, RLIMIT_DATA), CPU seconds, file size; no core files.
 
 Without root, it uses a user namespace for the network and the mounts where the kernel allows
 it; the kernel then runs as the instructor's own user (files the instructor can delete, it can
