@@ -29,7 +29,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[lite,course,dev,site]"
+	$(PY) -m pip install --quiet -e ".[lite,course,classroom,dev,site]"
 	$(VENV)/bin/jupyter kernelspec list >/dev/null
 	@touch $(STAMP)
 

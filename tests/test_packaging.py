@@ -19,7 +19,7 @@ def _name(requirement: str) -> str:
 def _pyproject() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return {_name(r) for r in project["dependencies"] + extras["lite"] + extras["course"]}
+    return {_name(r) for r in project["dependencies"] + extras["lite"] + extras["course"] + extras["classroom"]}
 
 
 def _conda_pip(path: Path) -> set[str]:

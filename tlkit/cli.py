@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("lessons", help="write the lessons (student versions, no solutions) into a folder")
     p.add_argument("folder", help="where to write them, one subfolder per lesson")
     p.add_argument("--overwrite", action="store_true", help="replace lessons already in the folder")
+    _add_classroom_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         print(doctor(network=not args.no_network))
@@ -123,7 +124,46 @@ def main(argv: list[str] | None = None) -> int:
 
         written = write_lessons(args.folder, overwrite=args.overwrite)
         print(f"wrote {len(written)} lessons into {args.folder}; open them with: jupyter lab {args.folder}")
+    elif args.command in ("autograde", "warm-cache"):
+        return _run_classroom_command(args)
     return 0
+
+
+# --- classroom commands (tlkit.classroom): `tlkit autograde`, `tlkit warm-cache` ---------------
+
+def _add_classroom_commands(sub) -> None:
+    p = sub.add_parser("autograde", help="autograde every submission of a lesson in parallel, sandboxed (nbgrader)")
+    p.add_argument("lesson", help="the nbgrader assignment, e.g. 02-feature-extraction")
+    p.add_argument("--course", default=".", help="the course folder with nbgrader_config.py (default: here)")
+    p.add_argument("--workers", type=int, default=2, help="submissions graded at once on this machine (default 2)")
+    p.add_argument("--scheduler", help="a dask.distributed scheduler address (tcp://host:8786) to grade on")
+    p.add_argument("--force", action="store_true", help="regrade submissions already graded")
+    p.add_argument("--timeout", type=float, default=900, help="wall-clock seconds per submission (default 900)")
+    p.add_argument("--memory", type=float, default=4, help="memory limit per submission in GB (default 4)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per submission's kernel (default 1)")
+    p.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    p.add_argument("--data", help="shared, pre-warmed data cache (default: $TLKIT_DATA)")
+    p.add_argument("--cache", help="shared, pre-warmed feature cache (default: $TLKIT_CACHE)")
+    p = sub.add_parser("warm-cache", help="fill the shared data cache for the course before students start")
+    p.add_argument("--datasets", nargs="+", help="dataset names (default: those the lessons in course/source load)")
+    p.add_argument("--course", default="course", help="the course folder (default: course)")
+
+
+def _run_classroom_command(args) -> int:
+    from .classroom import Limits, autograde, warm_cache
+    from .errors import TlkitError
+
+    try:
+        if args.command == "warm-cache":
+            results = warm_cache(args.datasets, course=args.course)
+            return 0 if all(r.startswith("ready") for r in results.values()) else 1
+        autograde(args.course, args.lesson, workers=args.workers, scheduler=args.scheduler,
+                           force=args.force, limits=Limits(args.timeout, args.memory, args.threads),
+                           students=args.student, data_dir=args.data, cache_dir=args.cache)
+    except TlkitError as exc:
+        print(f"tlkit {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return 0  # the run finished; each submission's status is in the report
 
 
 if __name__ == "__main__":  # pragma: no cover
