@@ -146,9 +146,11 @@ class Classroom:
         self.base = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.base.chmod(0o755)
         self.users: list[str] = []
+        self.marks: list[tuple[str, float]] = []  # (phase, start time): printed by close()
         self.saved_acls: dict[Path, str] = {}  # each folder's ACL before the test touched it
         self.procs: list[subprocess.Popen] = []
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}      # each person's login token (all their rights)
+        self.cli_tokens: dict[str, str] = {}  # what their server's terminal gets: the config's server_token_scopes
         self.exchange = self.base / "exchange"
         self.hub_dir = self.base / "hub"
         self.hub_dir.mkdir(mode=0o700)
@@ -189,7 +191,7 @@ class Classroom:
                "JUPYTER_CONFIG_PATH": os.pathsep.join(str(CLASSROOM / "jupyter" / d) for d in
                                                       (("instructor" if who == "teach" else "student"), "common")),
                "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.hub_port}/hub/api", "JUPYTERHUB_USER": name,
-               "JUPYTERHUB_API_TOKEN": self.tokens.get(who, "")}
+               "JUPYTERHUB_API_TOKEN": self.cli_tokens.get(who, "")}
         proc = subprocess.run(["runuser", "-u", name, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *cmd],
                               cwd=cwd or self.home(who), capture_output=True, text=True, timeout=timeout)
         output = proc.stdout + proc.stderr
@@ -264,6 +266,10 @@ c.JupyterHub.log_level = "INFO"
         return self.http.request(method, f"{self.url}/user/{self.name(who)}/{path.lstrip('/')}",
                                  headers={"Authorization": f"token {self.tokens[who]}"}, timeout=120, **kwargs)
 
+    def mark(self, phase: str) -> None:
+        """Note when a phase of the test starts (the times are printed, never asserted)."""
+        self.marks.append((phase, time.monotonic()))
+
     # teardown
     def _kill_users_processes(self) -> None:
         uids = set()
@@ -281,6 +287,8 @@ c.JupyterHub.log_level = "INFO"
                     pass
 
     def close(self) -> None:
+        for (phase, start), (_, end) in zip(self.marks, self.marks[1:]):
+            print(f"{end - start:7.1f} s  {phase}")
         for proc in reversed(self.procs):  # the hub first (it stops the servers it spawned), then the proxy
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -363,8 +371,9 @@ def _assignment_action(room: Classroom, who: str, action: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_class_round_trip_through_jupyterhub(classroom):
+def test_a_class_round_trip_through_jupyterhub(classroom, monkeypatch):
     room = classroom
+    room.mark("accounts, exchange, course folder")
     students = ["ann", "ben", "cat"]
     for who in ["teach", *students, "out"]:
         room.add_user(who)
@@ -375,21 +384,31 @@ def test_a_class_round_trip_through_jupyterhub(classroom):
     shutil.copytree(QUIZ, course_dir / "source" / ASSIGNMENT)
     subprocess.run(["chown", "-R", f"{room.name('teach')}:", str(course_dir)], check=True)
 
+    room.mark("hub and proxy start")
     # The hub, with the roster; the outsider has an account but is not on it.
     room.start_hub({"teach": "instructor", **{s: "student" for s in students}})
     groups = {g: sorted(room.api("GET", f"/groups/{g}").json()["users"]) for g in ("formgrade-tlkit", "nbgrader-tlkit")}
     assert groups == {"formgrade-tlkit": [room.name("teach")], "nbgrader-tlkit": sorted(map(room.name, students))}
     assert room.api("POST", "/users", json={"usernames": [room.name("out")]}).status_code == 201
 
+    room.mark("tokens through the REST API")
     # Log in through the REST API: a token per person, and each token is that person.
+    server_scopes = _load_hub_config(monkeypatch, room.hub_dir / "roster.txt").Spawner.server_token_scopes
     for who in ["teach", *students, "out"]:
         reply = room.api("POST", f"/users/{room.name(who)}/tokens", json={"note": "tlkit classroom test", "expires_in": 900})
         assert reply.status_code == 201, reply.text
         room.tokens[who] = reply.json()["token"]
         me = room.api("GET", "/user", who=who).json()
         assert me["name"] == room.name(who)
+        # Commands typed in a hub terminal use the server's token: the scopes the config gives servers,
+        # as far as the user holds them (students do not hold the instructors' group scopes).
+        held = [s for s in server_scopes if who == "teach" or not re.search("group=|services", s)]
+        reply = room.api("POST", f"/users/{room.name(who)}/tokens", json={"scopes": held, "expires_in": 900})
+        assert reply.status_code == 201, reply.text
+        room.cli_tokens[who] = reply.json()["token"]
     assert room.api("GET", "/user", who="teach").json()["groups"] == ["formgrade-tlkit"]
 
+    room.mark("servers start")
     # Everyone on the roster starts their own server; the outsider is refused with the reason.
     for who in ["teach", *students]:
         started = room.api("POST", f"/users/{room.name(who)}/server", who=who)
@@ -399,6 +418,7 @@ def test_a_class_round_trip_through_jupyterhub(classroom):
     for who in ["teach", *students]:
         room.wait_for(lambda: room.api("GET", "/user", who=who).json()["servers"][""]["ready"], f"{who}'s server")
 
+    room.mark("servers: accounts and tools")
     # Each server runs as its own account, and shows its role's nbgrader tools.
     for who in ["teach", *students]:
         reply = room.server("PUT", who, "api/contents/whoami.txt", json={"type": "file", "format": "text", "content": who})
@@ -413,12 +433,14 @@ def test_a_class_round_trip_through_jupyterhub(classroom):
             assert STUDENT_ONLY_HIDDEN <= disabled and formgrader == 404
             assert _assignments(room, who) == []  # the Assignments tab works; nothing released yet
 
+    room.mark("generate and release")
     # Instructor: make the student version and release it (commands typed in the course folder).
     room.run_as("teach", "nbgrader", "generate_assignment", ASSIGNMENT, cwd=course_dir)
     room.run_as("teach", "nbgrader", "release_assignment", ASSIGNMENT, cwd=course_dir)
     listed = room.server("GET", "teach", "formgrader/api/assignments").json()
     assert [a["status"] for a in listed if a["name"] == ASSIGNMENT] == ["released"]
 
+    room.mark("students fetch, work, submit")
     # Students: fetch, work, submit, all through their own servers (what the Assignments tab does).
     source = nbformat.read(QUIZ / f"{ASSIGNMENT}.ipynb", as_version=4)
     for who in students:
@@ -435,10 +457,12 @@ def test_a_class_round_trip_through_jupyterhub(classroom):
         submitted = _assignment_action(room, who, "submit")
         assert any(a["status"] == "submitted" for a in submitted)
 
+    room.mark("inbound privacy")
     # Nobody can list the inbound box: submissions are private until the instructor collects them.
     listing = room.run_as("ben", "ls", str(room.exchange / COURSE / "inbound"), check=False)
     assert listing.returncode != 0 and "Permission denied" in listing.stderr
 
+    room.mark("collect, autograde, feedback")
     # Instructor: collect, autograde, feedback.
     room.run_as("teach", "nbgrader", "collect", ASSIGNMENT, cwd=course_dir)
     assert sorted(p.name for p in (course_dir / "submitted").iterdir()) == sorted(map(room.name, students))
@@ -454,6 +478,7 @@ def test_a_class_round_trip_through_jupyterhub(classroom):
     room.run_as("teach", "nbgrader", "generate_feedback", ASSIGNMENT, cwd=course_dir)
     room.run_as("teach", "nbgrader", "release_feedback", ASSIGNMENT, cwd=course_dir)
 
+    room.mark("students fetch feedback")
     # Each student fetches their own feedback, with their own score.
     feedback = {}
     for who in students:
@@ -464,6 +489,7 @@ def test_a_class_round_trip_through_jupyterhub(classroom):
     # ... and the message of the check that failed (Cat's mean is wrong).
     assert "mean([1, 2, 3]) should be 2, got 3.0" in feedback["cat"].read_text(encoding="utf-8")
 
+    room.mark("feedback privacy")
     # Ben cannot read Ann's feedback, her nbgrader cache (the secret that names it), nor list the
     # exchange's feedback box; asking nbgrader for Ann's feedback gives him only his own.
     for path in (feedback["ann"], room.home("ann") / ".local" / "share" / "jupyter" / "nbgrader_cache"):
@@ -476,7 +502,17 @@ def test_a_class_round_trip_through_jupyterhub(classroom):
     assert ben_files and all(_score_line("ben") in html.read_text(encoding="utf-8") for html in ben_files)
     assert not any(_score_line("ann") in html.read_text(encoding="utf-8") for html in ben_files)
 
+    room.mark("outsider refused")
     # The outsider has an account on the machine but is in no course group: nbgrader refuses.
     refused = room.run_as("out", "nbgrader", "fetch_assignment", ASSIGNMENT, check=False)
     assert refused.returncode != 0 and "You do not have access to this course" in refused.stdout + refused.stderr
     assert not (room.home("out") / COURSE).exists()
+
+    room.mark("late enrolment")
+    # A late enrolment: the instructor adds the outsider to the course, which puts them in the hub's
+    # nbgrader-tlkit group (through the instructor's scoped token); now nbgrader lets them fetch.
+    room.run_as("teach", "nbgrader", "db", "student", "add", room.name("out"), cwd=course_dir)
+    assert room.name("out") in room.api("GET", "/groups/nbgrader-tlkit").json()["users"]
+    room.run_as("out", "nbgrader", "fetch_assignment", ASSIGNMENT)
+    assert (room.home("out") / COURSE / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").is_file()
+    room.mark("end")
