@@ -53,7 +53,8 @@ ROLES = read_roster(ROSTER)
 c.JupyterHub.authenticator_class = "pam"
 c.Authenticator.allowed_users = set(ROLES["instructor"] + ROLES["student"])
 c.Authenticator.allow_existing_users = True
-c.Authenticator.admin_users = set()  # instructors are not hub admins: they get the scoped role below
+c.Authenticator.admin_users = set()  # instructors are not hub admins (they get the scoped role below); add
+#                                      the account of whoever runs the hub to use its admin page
 
 c.JupyterHub.load_groups = {
     INSTRUCTORS_GROUP: {"users": ROLES["instructor"]},

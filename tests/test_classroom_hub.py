@@ -213,6 +213,7 @@ def test_a_class_round_trip_through_jupyterhub(classroom, monkeypatch):
             assert not {d for d in disabled if d.startswith("@jupyter/nbgrader")} and formgrader == 200
         else:
             assert STUDENT_ONLY_HIDDEN <= disabled and formgrader == 404
+            assert not disabled & {"@jupyter/nbgrader:assignment-list", "@jupyter/nbgrader:validate-assignment"}
             assert _assignments(room, who) == []  # the Assignments tab works; nothing released yet
 
     room.mark("generate and release")
