@@ -22,7 +22,7 @@ LITE0_STAGES = ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head", "hea
 # The decision table
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n_train, n_classes, similarity, strategy, size", [
+@pytest.mark.parametrize("num_images, num_classes, similarity, strategy, size", [
     (244, 2, "similar", "feature_extraction", "small"),
     (1437, 10, "different", "early_features", "small"),
     (2000, 4, "similar", "fine_tune_top", "medium"),
@@ -30,13 +30,13 @@ LITE0_STAGES = ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head", "hea
     (50_000, 10, "similar", "fine_tune_all", "large"),
     (50_000, 10, "different", "retrain_all", "large"),
 ])
-def test_every_quadrant(n_train, n_classes, similarity, strategy, size):
-    a = advise(n_train, n_classes, similarity)
+def test_every_quadrant(num_images, num_classes, similarity, strategy, size):
+    a = advise(num_images, num_classes, similarity)
     assert (a.strategy, a.size, a.similarity) == (strategy, size, similarity)
     assert a.freeze_until in LITE0_STAGES
     assert a.feature_stage is None or a.feature_stage in LITE0_STAGES
     assert f"'{size} data, {similarity} {'to' if similarity == 'similar' else 'from'} ImageNet'" in a.rationale
-    assert a.per_class == pytest.approx(n_train / n_classes)
+    assert a.per_class == pytest.approx(num_images / num_classes)
 
 
 def test_freeze_points_follow_the_strategy():
@@ -239,17 +239,17 @@ def test_metric_input_errors():
 class _Data:
     """Just what recommend reads from a dataset: targets and classes."""
 
-    def __init__(self, per_class, n_classes):
-        self.classes = [str(c) for c in range(n_classes)]
-        self.targets = [c for c in range(n_classes) for _ in range(per_class)]
+    def __init__(self, per_class, num_classes):
+        self.classes = [str(c) for c in range(num_classes)]
+        self.targets = [c for c in range(num_classes) for _ in range(per_class)]
         self.name = "toy"
 
 
-def _measurement(stage_accuracy, leep_similarity, n_eval=200, n_classes=2, per_class=100):
+def _measurement(stage_accuracy, leep_similarity, n_eval=200, num_classes=2, per_class=100):
     acc = dict(stage_accuracy)
     return advisor.Measurement(
-        backbone="efficientnet_lite0", dataset="toy", n_images=n_classes * per_class, n_classes=n_classes,
-        per_class=per_class, evaluation="test", chance=1 / n_classes, knn_accuracy=acc["penultimate"],
+        backbone="efficientnet_lite0", dataset="toy", num_images=num_classes * per_class, num_classes=num_classes,
+        per_class=per_class, evaluation="test", chance=1 / num_classes, knn_accuracy=acc["penultimate"],
         logistic_accuracy=acc["penultimate"], stage_accuracy=acc, stage_dims={s: 8 for s in acc},
         leep=-0.1, leep_similarity=leep_similarity, nce=-0.1, nce_similarity=0.5, logme=0.0, feature_dim=8,
         imagenet_top={"0": ("ant", 0.8)}, n_eval=n_eval)
@@ -268,7 +268,7 @@ def test_recommend_similar_profile_is_feature_extraction():
 
 
 def test_recommend_different_profile_reads_an_earlier_stage():
-    m = _measurement(DIFFERENT_PROFILE, 0.04, n_eval=1400, n_classes=10, per_class=140)
+    m = _measurement(DIFFERENT_PROFILE, 0.04, n_eval=1400, num_classes=10, per_class=140)
     assert m.best_stage == "blocks.5"  # within one standard error of blocks.4's 0.93: the later one is chosen
     a = advisor.recommend("efficientnet_lite0", _Data(140, 10), measurement=m)
     assert (a.strategy, a.feature_stage, a.similarity) == ("early_features", "blocks.5", "different")

@@ -319,7 +319,7 @@ def _write_state_notebook(path: Path) -> None:
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "from tlkit import widgets\n"
-        "aw = widgets.advisor_widget(per_class=100, n_classes=2, similarity='similar')\naw")])
+        "aw = widgets.advisor_widget(per_class=100, num_classes=2, similarity='similar')\naw")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(nb, path)
 

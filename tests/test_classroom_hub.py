@@ -112,15 +112,11 @@ def classroom():
             assert now == saved, f"the ACL of {folder} was not restored:\n{now}"
 
 
-# ---- the step the lead swaps at merge --------------------------------------------------------
+# ---- autograde: tlkit's parallel, sandboxed autograder, run by the instructor --------------
 def autograde(room: Classroom, course_dir: Path) -> None:
-    """Autograde every collected submission of the quiz, as the instructor, in the course folder.
-
-    SWAP POINT: when `tlkit autograde` (parallel, sandboxed; tlkit/classroom/) is merged, replace
-    the command below with ``room.run_as("teach", "tlkit", "autograde", ASSIGNMENT, "--workers", "2",
-    cwd=course_dir)``; every assertion after this call must still hold unchanged.
-    """
-    room.run_as("teach", "nbgrader", "autograde", ASSIGNMENT, cwd=course_dir)
+    """Autograde every collected submission of the quiz, as the instructor, in the course folder,
+    with ``tlkit autograde`` (tlkit/classroom/: each submission in its own sandboxed process)."""
+    room.run_as("teach", "tlkit", "autograde", ASSIGNMENT, "--workers", "2", cwd=course_dir, timeout=600)
 # -----------------------------------------------------------------------------------------------
 
 

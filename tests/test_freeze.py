@@ -22,12 +22,12 @@ def _owner(model, key):
     raise KeyError(key)
 
 
-def _train_step(model, n_classes, size=64, lr=0.1):
+def _train_step(model, num_classes, size=64, lr=0.1):
     torch.manual_seed(0)
     opt = torch.optim.SGD(tlkit.param_groups(model, lr=lr, body_lr=lr), lr=lr, momentum=0.9)
     model.train()
     x = torch.randn(8, 3, size, size)
-    y = torch.randint(0, n_classes, (8,))
+    y = torch.randint(0, num_classes, (8,))
     for _ in range(2):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()

@@ -253,7 +253,7 @@ def test_augmentation_presets_behave_like_tlkit_datasets(preset, photo):
 
 
 def test_augmentation_code_builds_the_same_pipeline(data, photo):
-    ax = widgets.augmentation_explorer(data[0], preset="none", crop_scale=0.5, hflip=0.5, vflip=0.5, rotation=30,
+    ax = widgets.augmentation_explorer(data[0], augment="none", crop_scale=0.5, hflip=0.5, vflip=0.5, rotation=30,
                                        brightness=0.3, hue=0.05, grayscale=0.2, blur=1.5, size=96,
                                        interpolation="bicubic")
     namespace: dict = {}
@@ -271,7 +271,7 @@ def test_augmentation_code_builds_the_same_pipeline(data, photo):
 
 
 def test_augmentation_controls_update_pipeline_code_and_grid(data):
-    ax = widgets.augmentation_explorer(data[0], preset="light", n_images=2, n_draws=3, tile=48)
+    ax = widgets.augmentation_explorer(data[0], augment="light", num_images=2, n_draws=3, tile=48)
     ax.widget
     assert ax.preset.value == "light" and ax.controls["hflip"].value is True
     assert ax.grid().size == (4 * 48 + 2 * 4 + 14, 2 * 48 + 4)
@@ -294,7 +294,7 @@ def test_augmentation_controls_update_pipeline_code_and_grid(data):
     assert ax.preset.value == "none"
 
     # draws are seeded: the same seed draws the same grid, New draws moves on
-    ax.set(preset="strong")
+    ax.set(augment="strong")
     same = ax.grid(seed=7).tobytes() == ax.grid(seed=7).tobytes()
     before = ax.image.value
     ax.draw_button.click()
@@ -307,7 +307,7 @@ def test_augmentation_explorer_rejects_bad_settings(data):
     with pytest.raises(TypeError, match="unknown setting.*'rotate'"):
         widgets.augmentation_explorer(data[0], rotate=10)
     with pytest.raises(ValueError, match="Unknown augmentation preset"):
-        widgets.augmentation_explorer(data[0], preset="heavy")
+        widgets.augmentation_explorer(data[0], augment="heavy")
     with pytest.raises(TypeError, match="ImageDataset"):
         widgets.augmentation_explorer([1, 2])
     ax = widgets.augmentation_explorer(data[0])
@@ -323,7 +323,7 @@ def test_augmentation_explorer_rejects_bad_settings(data):
 def test_advisor_controls_update_the_advice(model):
     from tlkit import advisor
 
-    aw = widgets.advisor_widget(per_class=100, n_classes=2, similarity="similar")
+    aw = widgets.advisor_widget(per_class=100, num_classes=2, similarity="similar")
     aw.widget
     assert aw.advice.strategy == advisor.advise(200, 2, "similar").strategy == "feature_extraction"
     assert "feature extraction" in aw.card.value
@@ -332,17 +332,17 @@ def test_advisor_controls_update_the_advice(model):
     assert aw.advice.strategy.replace("_", " ") in aw.card.value
     aw.per_class_slider.value = 2000
     aw.classes_box.value = 10
-    assert aw.n_train == 20_000
+    assert aw.num_images == 20_000
     expected = advisor.advise(20_000, 10, "different")
     assert (aw.advice.strategy, aw.advice.freeze_until) == (expected.strategy, expected.freeze_until)
     assert aw.advice.strategy.replace("_", " ") in aw.card.value
     # bad input through a control: a message, the advice stays
-    aw.set(n_classes=10)
+    aw.set(num_classes=10)
     with pytest.raises(ValueError, match="at least 2 classes"):
-        aw.set(n_classes=1)
-    assert aw.n_classes == 10 and aw.advice.strategy == expected.strategy
+        aw.set(num_classes=1)
+    assert aw.num_classes == 10 and aw.advice.strategy == expected.strategy
     # the plain call
-    text = str(widgets.advisor_widget(per_class=40, n_classes=5, similarity="different"))
+    text = str(widgets.advisor_widget(per_class=40, num_classes=5, similarity="different"))
     assert "early_features" in text and "200 images" in text
 
 
@@ -355,7 +355,7 @@ def test_measure_my_dataset_moves_the_controls(data, tmp_path, monkeypatch):
     aw.measure_button.click()
     aw.wait(TIMEOUT)
     m = aw.measurement
-    assert m is not None and m.n_images == len(train) and m.n_classes == len(train.classes)
+    assert m is not None and m.num_images == len(train) and m.num_classes == len(train.classes)
     assert aw.per_class == pytest.approx(len(train) / len(train.classes))
     assert aw.per_class_slider.value == pytest.approx(aw.per_class, rel=0.1)
     assert aw.advice.similarity_score == round(m.similarity, 2)
@@ -374,7 +374,7 @@ def test_the_pipeline_trains_with_fit_as_the_code_says(model, data):
     from tlkit.train import fit
 
     train, val = data
-    ax = widgets.augmentation_explorer(train, preset="standard", vflip=0.5, blur=1.0)
+    ax = widgets.augmentation_explorer(train, augment="standard", vflip=0.5, blur=1.0)
     history = fit(tlkit.freeze(copy.deepcopy(model)), train, val, epochs=1, augment=ax.pipeline, progress=False)
     assert history.epochs == 1 and 0.0 <= history.val_acc[0] <= 1.0
 
@@ -521,7 +521,7 @@ def test_freeze_progress_bar_moves_during_an_epoch(model, data):
 
 
 def test_advisor_card_names_the_strategy_as_the_code_does():
-    aw = widgets.advisor_widget(per_class=40, n_classes=5, similarity="different")
+    aw = widgets.advisor_widget(per_class=40, num_classes=5, similarity="different")
     aw.widget
     assert aw.advice.strategy == "early_features"
     assert "<code>early_features</code>" in aw.card.value and "early features</b>" not in aw.card.value

@@ -178,8 +178,8 @@ def leep(source_probs, labels) -> float:
     if theta.min() < 0 or not np.allclose(theta.sum(1), 1.0, atol=1e-4):
         raise ValueError("source_probs must be probabilities (each row >= 0, summing to 1): apply softmax to the "
                          "source model's logits first")
-    n_classes = int(y.max()) + 1
-    joint = np.zeros((n_classes, theta.shape[1]))
+    num_classes = int(y.max()) + 1
+    joint = np.zeros((num_classes, theta.shape[1]))
     np.add.at(joint, y, theta)
     joint /= len(y)
     marginal = joint.sum(0)

@@ -155,7 +155,7 @@ class Advice:
             penultimate features, what the head reads.
         head_lr, body_lr: learning rates for the new head and the trainable body (None: frozen body).
         augment: augmentation preset for training (``"none"``, ``"light"``, ``"standard"``, ``"strong"``).
-        n_train, n_classes, per_class: the data size the advice is for.
+        num_images, num_classes, per_class: the data size the advice is for.
         size: ``"small"``, ``"medium"`` or ``"large"``; similarity: ``"similar"`` or ``"different"``.
         similarity_score: the number in [0, 1] behind ``similarity``, when one was given or measured.
         rationale: the reasoning in plain words, citing the table row.
@@ -170,8 +170,8 @@ class Advice:
     head_lr: float
     body_lr: float | None
     augment: str
-    n_train: int
-    n_classes: int
+    num_images: int
+    num_classes: int
     per_class: float
     size: str
     similarity: str
@@ -202,7 +202,7 @@ class Advice:
                     f"f_train = tlkit.extract_features(model, train_ds{stage})\n"
                     f"f_val = tlkit.extract_features(model, val_ds{stage})\n"
                     "result = tlkit.linear_probe(f_train, f_val)")
-        lines = [f"model = tlkit.load_backbone({b!r}, num_classes={self.n_classes})",
+        lines = [f"model = tlkit.load_backbone({b!r}, num_classes={self.num_classes})",
                  f"tlkit.freeze(model, until={self.freeze_until!r})",
                  f"groups = tlkit.param_groups(model, lr={self.head_lr:g}, body_lr={self.body_lr:g})",
                  f"history = tlkit.fit(model, train_ds, val_ds, param_groups=groups, augment={self.augment!r})"]
@@ -210,7 +210,7 @@ class Advice:
 
     def _facts(self) -> list[tuple[str, str]]:
         sim = self.similarity + ("" if self.similarity_score is None else f" (score {self.similarity_score:.2f})")
-        facts = [("data", f"{self.n_train} images, {self.n_classes} classes = {self.per_class:.0f} per class: "
+        facts = [("data", f"{self.num_images} images, {self.num_classes} classes = {self.per_class:.0f} per class: "
                           f"{self.size}"),
                  ("similarity to ImageNet", sim),
                  ("freeze", f"every stage before {self.freeze_until!r}" if self.freeze_until != "head"
@@ -370,6 +370,6 @@ def advise(num_images: int, num_classes: int, similarity: str | float,
         notes.append(f"{feature_stage!r} is a default two thirds up the network; tlkit.advisor.measure finds the "
                      "stage where the features stop being general for your data.")
     return Advice(strategy=strategy, backbone=name, freeze_until=freeze_until, feature_stage=feature_stage,
-                  head_lr=_HEAD_LR, body_lr=body_lr, augment=augment, n_train=num_images, n_classes=num_classes,
+                  head_lr=_HEAD_LR, body_lr=body_lr, augment=augment, num_images=num_images, num_classes=num_classes,
                   per_class=per_class, size=size, similarity=sim, similarity_score=score, rationale=rationale,
                   notes=notes)

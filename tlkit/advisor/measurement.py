@@ -38,7 +38,7 @@ class Measurement:
     """Signals measured on frozen features of one backbone for one dataset.
 
     Attributes:
-        backbone, dataset: names; n_images, n_classes, per_class: the data measured.
+        backbone, dataset: names; num_images, num_classes, per_class: the data measured.
         evaluation: how accuracies were estimated (cross-validation folds, or a validation split).
         chance: accuracy of always guessing the most common class.
         knn_accuracy, logistic_accuracy: k-NN and logistic-regression accuracy on the
@@ -57,8 +57,8 @@ class Measurement:
 
     backbone: str
     dataset: str
-    n_images: int
-    n_classes: int
+    num_images: int
+    num_classes: int
     per_class: float
     evaluation: str
     chance: float
@@ -118,7 +118,7 @@ class Measurement:
         """(signal, value, what it means) for display."""
         best = self.best_stage
         return [
-            ("data", f"{self.n_images} images, {self.n_classes} classes ({self.per_class:.0f}/class)", self.evaluation),
+            ("data", f"{self.num_images} images, {self.num_classes} classes ({self.per_class:.0f}/class)", self.evaluation),
             ("chance", f"{self.chance:.3f}", "always guessing the most common class"),
             ("k-NN accuracy", f"{self.knn_accuracy:.3f}", "nearest neighbours in penultimate-feature space"),
             ("linear-probe accuracy", f"{self.logistic_accuracy:.3f}", "logistic regression on penultimate features"),
@@ -307,7 +307,7 @@ def measure(model: str | nn.Module, dataset, val=None, stages: Sequence[str] | N
     check_dataset(dataset, "dataset")
     if val is not None:
         check_dataset(val, "val")
-    n_classes = len(dataset.classes)
+    num_classes = len(dataset.classes)
     tm.check_labels(dataset.targets, 1 if val is not None else 2)
     if val is not None and list(val.classes) != list(dataset.classes):
         raise DatasetError(f"val has classes {val.classes}, the training data {dataset.classes}: they must match")
@@ -329,7 +329,7 @@ def measure(model: str | nn.Module, dataset, val=None, stages: Sequence[str] | N
     else:
         folds = int(min(cv, np.bincount(y).min()))
         evaluation, n_eval, y_eval = f"{folds}-fold cross-validation on {len(y)} images", len(y), y
-    chance = float(np.bincount(y_eval, minlength=n_classes).max() / len(y_eval))
+    chance = float(np.bincount(y_eval, minlength=num_classes).max() / len(y_eval))
     knn = score(tm.knn_accuracy, pen_tr.x, pen_va.x if pen_va else None, k=k, cv=cv)
     logistic = score(tm.logistic_accuracy, pen_tr.x, pen_va.x if pen_va else None, cv=cv)
     stage_acc, stage_dims = {}, {}
@@ -356,8 +356,8 @@ def measure(model: str | nn.Module, dataset, val=None, stages: Sequence[str] | N
             common = np.bincount(z).argmax()
             imagenet_top[cname] = (inet[common], float(np.mean(z == common)))
     return Measurement(
-        backbone=info.name, dataset=getattr(dataset, "name", "dataset"), n_images=len(y), n_classes=n_classes,
-        per_class=len(y) / n_classes, evaluation=evaluation, chance=chance, knn_accuracy=knn,
+        backbone=info.name, dataset=getattr(dataset, "name", "dataset"), num_images=len(y), num_classes=num_classes,
+        per_class=len(y) / num_classes, evaluation=evaluation, chance=chance, knn_accuracy=knn,
         logistic_accuracy=logistic, stage_accuracy=stage_acc, stage_dims=stage_dims, leep=leep,
         leep_similarity=tm.leep_similarity(leep, y), nce=nce, nce_similarity=tm.nce_similarity(nce, y),
         logme=tm.logme(x, y), feature_dim=int(x.shape[1]), imagenet_top=imagenet_top, n_eval=n_eval,

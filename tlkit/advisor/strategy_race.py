@@ -246,7 +246,7 @@ def race(model: str | nn.Module, dataset, val=None,
     strategies = list(strategies)
     if advice.strategy not in strategies:  # the recommendation always runs, so the race can check it
         strategies.append(advice.strategy)
-    n_classes = len(dataset.classes)
+    num_classes = len(dataset.classes)
     entries = []
     for strategy in strategies:
         start = time.perf_counter()
@@ -255,14 +255,14 @@ def race(model: str | nn.Module, dataset, val=None,
             stage = _race_plan(strategy, names, advice)[1]
             ftr, fva = (_stage_or_penultimate(base, ds, stage, device, progress) for ds in (dataset, val))
             probe = linear_probe(ftr, fva, C=C)
-            labels = list(range(n_classes))
+            labels = list(range(num_classes))
             losses = [log_loss(f.y.numpy(), probe.model.predict_proba(f.x.numpy()), labels=labels) for f in (ftr, fva)]
             history = History(label=f"{label} (linear probe)", train_loss=[losses[0]], train_acc=[probe.train_accuracy],
                               val_loss=[losses[1]], val_acc=[probe.accuracy], epoch_time=[time.perf_counter() - start])
-            trainable = (ftr.x.shape[1] + 1) * n_classes
+            trainable = (ftr.x.shape[1] + 1) * num_classes
             setting = f"logistic regression on {stage or 'penultimate'} features (C={C:g}), trained to convergence"
         else:
-            model = replace_head(copy.deepcopy(base), n_classes)
+            model = replace_head(copy.deepcopy(base), num_classes)
             unfreeze(model)
             until = _race_plan(strategy, names, advice)[0]
             freeze(model, until=until)

@@ -85,15 +85,15 @@ def embedding(features, labels=None, method: str = "pca", classes: Sequence[str]
     if y is None:
         ax.scatter(points[:, 0], points[:, 1], s=12, alpha=0.7)
     else:
-        n_classes = int(max(y.max() + 1, len(classes) if classes is not None else 0))
-        names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(n_classes)]
-        cmap = matplotlib.colormaps["tab10" if n_classes <= 10 else "tab20"]
+        num_classes = int(max(y.max() + 1, len(classes) if classes is not None else 0))
+        names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(num_classes)]
+        cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"]
         for c in np.unique(y):
             pick = y == c
             ax.scatter(points[pick, 0], points[pick, 1], s=14, alpha=0.75, color=cmap(c % cmap.N),
                        label=f"{names[c] if c < len(names) else c} ({pick.sum()})")
         fig.legend(title="class", loc="outside right upper", fontsize=8, markerscale=1.5,
-                   ncols=1 if n_classes <= 20 else 2)
+                   ncols=1 if num_classes <= 20 else 2)
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     if method == "tsne":

@@ -79,11 +79,11 @@ def _check_dataset(ds: Any, what: str) -> None:
         raise ValueError(f"{what} is empty: it holds no images")
 
 
-def _copy_for(backbone: nn.Module, n_classes: int | None) -> nn.Module:
-    """A fresh copy of ``backbone`` with a head of ``n_classes`` outputs (the original is never trained)."""
+def _copy_for(backbone: nn.Module, num_classes: int | None) -> nn.Module:
+    """A fresh copy of ``backbone`` with a head of ``num_classes`` outputs (the original is never trained)."""
     model = copy.deepcopy(backbone)
-    if n_classes is not None and model.get_submodule(head_path(model)).out_features != n_classes:
-        replace_head(model, n_classes)
+    if num_classes is not None and model.get_submodule(head_path(model)).out_features != num_classes:
+        replace_head(model, num_classes)
     return model
 
 

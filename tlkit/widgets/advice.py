@@ -2,7 +2,7 @@
 'measure my dataset' (``tlkit.advisor.measure``).
 
 Example:
-    >>> aw = advisor_widget(per_class=40, n_classes=5, similarity="different")   # doctest: +SKIP
+    >>> aw = advisor_widget(per_class=40, num_classes=5, similarity="different")   # doctest: +SKIP
     >>> aw.advice.strategy                                                       # doctest: +SKIP
     'early_features'
 """
@@ -21,25 +21,25 @@ __all__ = ["AdvisorWidget", "advisor_widget"]
 class AdvisorWidget(_Explorer):
     """The decision table as controls, with the advice updating live; and 'measure my dataset'.
 
-    ``set(per_class=..., n_classes=..., similarity=...)`` (what the controls call) reads the
+    ``set(per_class=..., num_classes=..., similarity=...)`` (what the controls call) reads the
     table with ``tlkit.advisor.advise``; ``measure(dataset)`` runs ``tlkit.advisor.measure``
     and moves the controls to what it found (size, classes, measured similarity score).
 
     Args:
         per_class: training images per class.
-        n_classes: number of classes.
+        num_classes: number of classes.
         similarity: ``"similar"`` / ``"different"`` to ImageNet, or a score in [0, 1].
         backbone: backbone name (or model) the advice's stage names refer to.
         dataset, val: a dataset for the 'measure my dataset' button (else the text box's name or folder).
         measure_options: passed to ``tlkit.advisor.measure`` (e.g. ``{"stages": ["blocks.3"]}``
             to probe fewer stages, which is faster).
 
-    >>> aw = AdvisorWidget(per_class=40, n_classes=5, similarity="different")   # doctest: +SKIP
+    >>> aw = AdvisorWidget(per_class=40, num_classes=5, similarity="different")   # doctest: +SKIP
     >>> aw.advice.strategy                                                       # doctest: +SKIP
     'early_features'
     """
 
-    def __init__(self, per_class: float = 100, n_classes: int = 2, similarity: str | float = "similar", *,
+    def __init__(self, per_class: float = 100, num_classes: int = 2, similarity: str | float = "similar", *,
                  backbone: Any = "efficientnet_lite0", dataset: Any = None, val: Any = None,
                  measure_options: dict | None = None) -> None:
         super().__init__()
@@ -51,33 +51,33 @@ class AdvisorWidget(_Explorer):
         self.dataset, self.val = dataset, val
         self.measurement: Any = None
         """The last ``tlkit.advisor.Measurement`` (None until ``measure()``)."""
-        self.per_class, self.n_classes, self.similarity = float(per_class), int(n_classes), similarity
+        self.per_class, self.num_classes, self.similarity = float(per_class), int(num_classes), similarity
         self.advice = self._advise()
 
     # -- the work ---------------------------------------------------------------
     @property
-    def n_train(self) -> int:
-        return max(1, round(self.per_class * self.n_classes))
+    def num_images(self) -> int:
+        return max(1, round(self.per_class * self.num_classes))
 
     def _advise(self) -> Any:
-        return self._advisor.advise(self.n_train, self.n_classes, self.similarity, model=self.backbone)
+        return self._advisor.advise(self.num_images, self.num_classes, self.similarity, model=self.backbone)
 
-    def set(self, *, per_class: float | None = None, n_classes: int | None = None,
+    def set(self, *, per_class: float | None = None, num_classes: int | None = None,
             similarity: str | float | None = None) -> Any:
         """Change the inputs of the table and return the new ``Advice``."""
-        old = (self.per_class, self.n_classes, self.similarity)
+        old = (self.per_class, self.num_classes, self.similarity)
         if per_class is not None:
             if not isinstance(per_class, (int, float)) or per_class < 1:
                 raise ValueError(f"per_class must be at least 1 image per class, got {per_class!r}")
             self.per_class = float(per_class)
-        if n_classes is not None:
-            self.n_classes = n_classes
+        if num_classes is not None:
+            self.num_classes = num_classes
         if similarity is not None:
             self.similarity = similarity
         try:
             self.advice = self._advise()
         except (TypeError, ValueError):
-            self.per_class, self.n_classes, self.similarity = old
+            self.per_class, self.num_classes, self.similarity = old
             raise
         self._refresh()
         return self.advice
@@ -112,8 +112,8 @@ class AdvisorWidget(_Explorer):
         # One rounding, to the 2 decimals every view shows (status line, card, LEEP row, label):
         # rounding twice (to 3, then to 2 for display) made 0.7849 read 0.78 here and 0.79 on the card.
         score = round(m.similarity, 2)
-        self.set(per_class=m.n_images / m.n_classes, n_classes=m.n_classes, similarity=score)
-        self._say(f"measured {m.dataset}: {m.n_images} images, {m.n_classes} classes, similarity score "
+        self.set(per_class=m.num_images / m.num_classes, num_classes=m.num_classes, similarity=score)
+        self._say(f"measured {m.dataset}: {m.num_images} images, {m.num_classes} classes, similarity score "
                   f"{score:.2f} ({m.seconds:.1f} s)")
         return m
 
@@ -122,7 +122,7 @@ class AdvisorWidget(_Explorer):
         _display(*(x for x in (self.advice, self.measurement) if x is not None))
 
     def __repr__(self) -> str:
-        return (f"AdvisorWidget({self.per_class:.0f} images per class, {self.n_classes} classes, "
+        return (f"AdvisorWidget({self.per_class:.0f} images per class, {self.num_classes} classes, "
                 f"{self.similarity})\n{self.advice}")
 
     def _static_html(self) -> str:
@@ -135,7 +135,7 @@ class AdvisorWidget(_Explorer):
                                                  description="images per class", readout_format=".0f",
                                                  continuous_update=False, style=style,
                                                  layout=W.Layout(width="420px")).add_class("tlkit-advisor-size")
-        self.classes_box = W.BoundedIntText(value=self.n_classes, min=2, max=100_000, description="classes",
+        self.classes_box = W.BoundedIntText(value=self.num_classes, min=2, max=100_000, description="classes",
                                             style=style, layout=W.Layout(width="220px"))
         self.similarity_buttons = W.ToggleButtons(options=["similar", "different"], style={"button_width": "90px"},
                                                   tooltips=["photos of everyday objects, animals, scenes",
@@ -150,7 +150,7 @@ class AdvisorWidget(_Explorer):
                                        tooltip="tlkit.advisor.measure: probes of frozen features, LEEP, NCE")
         self.measurement_view = W.HTML().add_class("tlkit-advisor-measurement")
         self.per_class_slider.observe(lambda ch: self._from_controls(per_class=ch["new"]), "value")
-        self.classes_box.observe(lambda ch: self._from_controls(n_classes=ch["new"]), "value")
+        self.classes_box.observe(lambda ch: self._from_controls(num_classes=ch["new"]), "value")
         self.similarity_buttons.observe(lambda ch: self._from_controls(similarity=ch["new"]), "value")
         self.measure_button.on_click(self._on_measure)
         self._syncing = False
@@ -182,7 +182,7 @@ class AdvisorWidget(_Explorer):
         self._syncing = True
         try:
             self.per_class_slider.value = self.per_class
-            self.classes_box.value = self.n_classes
+            self.classes_box.value = self.num_classes
             self.similarity_buttons.value = self.advice.similarity
         finally:
             self._syncing = False
@@ -194,14 +194,14 @@ class AdvisorWidget(_Explorer):
             self.measurement_view.value = _block(self.measurement._repr_html_())
 
 
-def advisor_widget(per_class: float = 100, n_classes: int = 2, similarity: str | float = "similar", *,
+def advisor_widget(per_class: float = 100, num_classes: int = 2, similarity: str | float = "similar", *,
                    backbone: Any = "efficientnet_lite0", dataset: Any = None, val: Any = None,
                    measure_options: dict | None = None) -> AdvisorWidget:
     """An :class:`AdvisorWidget`: the decision table as controls and the live advice card.
 
     Without widgets, pass the numbers and print it (or look at ``.advice``):
 
-    >>> print(advisor_widget(per_class=40, n_classes=5, similarity="different"))   # doctest: +SKIP
+    >>> print(advisor_widget(per_class=40, num_classes=5, similarity="different"))   # doctest: +SKIP
     """
-    return AdvisorWidget(per_class, n_classes, similarity, backbone=backbone, dataset=dataset, val=val,
+    return AdvisorWidget(per_class, num_classes, similarity, backbone=backbone, dataset=dataset, val=val,
                          measure_options=measure_options)

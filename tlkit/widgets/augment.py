@@ -2,7 +2,7 @@
 what it does to the same images, and the pipeline as code to copy.
 
 Example:
-    >>> ax = augmentation_explorer(train, preset="light", rotation=15)   # doctest: +SKIP
+    >>> ax = augmentation_explorer(train, augment="light", rotation=15)   # doctest: +SKIP
     >>> ax                      # the widget                              # doctest: +SKIP
     >>> print(ax.code)          # the pipeline as Python                  # doctest: +SKIP
     >>> fit(model, train, val, augment=ax.pipeline)                       # doctest: +SKIP
@@ -162,21 +162,21 @@ class AugmentationExplorer:
     Args:
         dataset: an ``ImageDataset`` (its untransformed images are used).
         indices: which images to show (default: one from each of the first classes).
-        n_images: how many images when ``indices`` is not given.
+        num_images: how many images when ``indices`` is not given.
         n_draws: random draws per image.
-        preset: starting point: ``"none"``, ``"light"``, ``"standard"``, ``"strong"``.
+        augment: the preset to start from: ``"none"``, ``"light"``, ``"standard"``, ``"strong"``.
         size: output size (default: the backbone's, when ``backbone`` is given; else 224).
         backbone: a model or backbone name, for its input size and interpolation.
         seed: the draws are seeded; ``new_draws()`` moves to the next seed.
         **settings: any field of :class:`AugmentationSettings`, on top of the preset.
 
-    >>> ax = AugmentationExplorer(train, preset="light", rotation=20)   # doctest: +SKIP
+    >>> ax = AugmentationExplorer(train, augment="light", rotation=20)   # doctest: +SKIP
     >>> ax.grid()                  # the images and 5 draws of each       # doctest: +SKIP
     >>> print(ax.code)                                                    # doctest: +SKIP
     """
 
-    def __init__(self, dataset: Any, *, indices: Sequence[int] | None = None, n_images: int = 3, n_draws: int = 5,
-                 preset: str = "standard", size: int | None = None, backbone: Any = None, seed: int = 0,
+    def __init__(self, dataset: Any, *, indices: Sequence[int] | None = None, num_images: int = 3, n_draws: int = 5,
+                 augment: str = "standard", size: int | None = None, backbone: Any = None, seed: int = 0,
                  tile: int = 104, **settings: Any) -> None:
         if not hasattr(dataset, "load_image"):
             raise TypeError(f"dataset must be a tlkit ImageDataset (from tlkit.datasets.load), got "
@@ -193,9 +193,9 @@ class AugmentationExplorer:
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; settings are: "
                             f"{', '.join(f.name for f in fields(AugmentationSettings))}")
-        self.settings = replace(AugmentationSettings.preset(preset, size or 224, interpolation), **settings).validate()
+        self.settings = replace(AugmentationSettings.preset(augment, size or 224, interpolation), **settings).validate()
         self.dataset = dataset
-        self.indices = list(indices) if indices is not None else self._default_indices(dataset, n_images)
+        self.indices = list(indices) if indices is not None else self._default_indices(dataset, num_images)
         for i in self.indices:
             if not -len(dataset) <= i < len(dataset):
                 raise IndexError(f"index {i} is out of range for a dataset of {len(dataset)} images")
@@ -231,8 +231,8 @@ class AugmentationExplorer:
         return self.settings.code()
 
     def set(self, **changes: Any) -> AugmentationSettings:
-        """Change settings (``set(rotation=15, hflip=0.5)``) or load a preset (``set(preset="strong")``)."""
-        preset = changes.pop("preset", None)
+        """Change settings (``set(rotation=15, hflip=0.5)``) or load a preset (``set(augment="strong")``)."""
+        preset = changes.pop("augment", None)
         base = self.settings if preset is None else AugmentationSettings.preset(
             preset, self.settings.size, self.settings.interpolation)
         unknown = set(changes) - {f.name for f in fields(AugmentationSettings)}
@@ -370,7 +370,7 @@ class AugmentationExplorer:
     def _on_preset(self, change: dict) -> None:
         if self._syncing or change["new"] == "custom":
             return
-        self.set(preset=change["new"])
+        self.set(augment=change["new"])
 
     def _refresh(self) -> None:
         if self._widget is None:
@@ -397,7 +397,7 @@ def augmentation_explorer(dataset: Any, **options: Any) -> AugmentationExplorer:
     Keyword options are those of :class:`AugmentationExplorer` and any setting of
     :class:`AugmentationSettings`; without widgets, set them here and call ``.show()``:
 
-    >>> ax = augmentation_explorer(train, preset="light", rotation=15)   # doctest: +SKIP
+    >>> ax = augmentation_explorer(train, augment="light", rotation=15)   # doctest: +SKIP
     >>> ax.show()                # the grid, and the code                # doctest: +SKIP
     >>> fit(model, train, val, augment=ax.pipeline)                      # doctest: +SKIP
     """

@@ -99,8 +99,8 @@ class FreezeExplorer(_Explorer):
         self.points: list[str] = [s.name for s in list_stages(backbone)]
         """The freeze points, in forward order: every stage name (``points[-1] == "head"``)."""
         self.runs: list[FreezeRun] = []
-        n_classes = len(train.classes) if train is not None else None
-        self._preview = _copy_for(backbone, n_classes)  # frozen and re-frozen to show each choice; never trained
+        num_classes = len(train.classes) if train is not None else None
+        self._preview = _copy_for(backbone, num_classes)  # frozen and re-frozen to show each choice; never trained
         self.until = self._check_point(until or "head")
 
     # -- the work ---------------------------------------------------------------
