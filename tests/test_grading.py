@@ -493,7 +493,7 @@ def test_lr_on_a_real_lr_finder_result():
 
     ds = datasets.subset(datasets.load("digits", "train", progress=False), per_class=1)
     model = tlkit.freeze(tlkit.load_backbone("efficientnet_lite0", num_classes=len(ds.classes)))
-    result = train.lr_find(model, ds, start=1e-5, end=10, steps=10, batch_size=4, progress=False)
+    result = train.lr_find(model, ds, start=1e-5, end=10, steps=30, batch_size=4, progress=False)
     grading.check_lr(result.suggestion, result)
     low, high = grading.lr_range(result)
     assert result.lrs[0] <= low < result.suggestion < high <= result.lrs[-1]
