@@ -325,6 +325,24 @@ def test_race_result_says_when_it_disagrees():
     assert "DISAGREES" in lose.verdict and "0.070 below the winner" in lose.verdict
     assert "DISAGREES" in str(lose) and "#b71c1c" in lose._repr_html_()
     assert len(lose.plot().axes) == 2
+    assert lose.test_accuracy is None and "test split" not in lose.verdict  # no test split given
+
+
+def test_race_reports_the_winner_on_the_test_split_and_refuses_other_classes():
+    entries = [advisor.RaceEntry(s, a, a, 1.0, 10, "setting", History(val_acc=[a]), t)
+               for s, a, t in (("feature_extraction", 0.95, 0.90), ("fine_tune_top", 0.93, 0.97))]
+    result = advisor.RaceResult("efficientnet_lite0", "toy", entries, 3, 153, None, n_test=49)
+    # the winner is the validation winner, whatever the test split says
+    assert result.winner == "feature_extraction" and result.test_accuracy == 0.90
+    assert "on the test split (49 images, not used to choose) it scores 0.900" in result.verdict
+
+    class Split(list):
+        classes = ["ants", "bees"]
+
+    other = Split()
+    other.classes = ["cats", "dogs"]
+    with pytest.raises(tlkit.ArgumentError, match="pass the test split of the same dataset"):
+        advisor.race("efficientnet_lite0", Split([0]), Split([0]), test=other, progress=False)
 
 
 # ---------------------------------------------------------------------------
@@ -426,10 +444,16 @@ def test_race_runs_every_strategy_and_checks_the_advice(real):
 
     train = datasets.subset(datasets.load("hymenoptera", "train"), per_class=4)
     val = datasets.subset(datasets.load("hymenoptera", "val"), per_class=4)
+    test = datasets.subset(datasets.load("hymenoptera", "test"), per_class=3)
     before = {k: v.clone() for k, v in real.state_dict().items()}
     advice = advise(len(train), 2, "similar")
     result = advisor.race(real, train, val, strategies=("feature_extraction", "fine_tune_top"), budget=1,
-                          advice=advice, batch_size=4, progress=False)
+                          test=test, advice=advice, batch_size=4, progress=False)
+    # chosen on val, reported on test: every strategy is scored on the 6 test images
+    assert result.n_test == 6 and all(e.test_acc in {i / 6 for i in range(7)} for e in result.entries)
+    assert result.test_accuracy == next(e.test_acc for e in result.entries if e.strategy == result.winner)
+    assert f"on the test split (6 images, not used to choose) it scores {result.test_accuracy:.3f}" in result.verdict
+    assert "test acc" in str(result) and "<th>test acc</th>" in result._repr_html_()
     assert [e.strategy for e in result.entries] == ["feature_extraction", "fine_tune_top"]
     for e in result.entries:
         assert 0.0 <= e.val_acc <= 1.0 and e.history.val_acc[-1] == e.val_acc

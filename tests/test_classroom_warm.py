@@ -22,7 +22,7 @@ def test_warm_cache_command_fills_and_explains(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "cache"))
     assert tlkit.cli.main(["warm-cache", "--datasets", "digits"]) == 0
     out = capsys.readouterr().out
-    assert "digits: ready: 1438 train + 359 val images" in out
+    assert "digits: ready: 1259 train + 269 val + 269 test images" in out
     assert f"chmod -R a+rX,go-w {tmp_path / 'data'} {tmp_path / 'cache'}" in out
     assert "tlkit autograde LESSON --workers N --data" in out
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow  # builds several EfficientNets: about a minute on
 
 SOURCE = Path(__file__).resolve().parents[1] / "course" / "source"
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
-FREEZING = importlib.import_module("tlkit.freeze")
+FREEZING = importlib.import_module("tlkit.freezing")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -180,7 +180,7 @@ def extract_features(model: nn.Module, dataset: Any, stage: str | None = None, b
             augmentation). A dataset that already gives preprocessed tensors is used as it is
             (and not cached: tlkit cannot name its content).
         stage: None for the pooled features the head reads (its input); a stage name
-            (``tlkit.stages(model)``) for the global-average-pooled output of that stage. The
+            (``tlkit.list_stages(model)``) for the global-average-pooled output of that stage. The
             forward pass stops there, so early stages are quick.
         batch_size: images per forward pass.
         device: default ``tlkit.default_device()``; the model is moved there.

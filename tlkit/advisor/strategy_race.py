@@ -22,7 +22,7 @@ from ..backbones import backbone_info, replace_head
 from ..errors import ArgumentError, DatasetError
 from ..features import Features, linear_probe
 from ..history import History
-from ..train import fit
+from ..train import evaluate, fit
 
 from ..freezing import freeze, param_groups, unfreeze
 from ..datasets.splits import stratified_split
@@ -44,6 +44,7 @@ class RaceEntry:
     trainable: int
     setting: str
     history: Any = field(repr=False)
+    test_acc: float | None = None
 
 
 @dataclass
@@ -55,6 +56,10 @@ class RaceResult:
         budget: epochs of fine-tuning each fine-tuning strategy got.
         n_val: validation images (sets the noise level of the accuracies).
         advice: the recommendation the race checks (None if it was not given one).
+        n_test: test images, when the race was given a test split (0 otherwise).
+
+    The winner is chosen on the validation split; with a test split, :attr:`test_accuracy`
+    reports the winner on images that played no part in choosing it.
     """
 
     backbone: str
@@ -63,6 +68,7 @@ class RaceResult:
     budget: int
     n_val: int
     advice: Advice | None = None
+    n_test: int = 0
 
     @property
     def accuracies(self) -> dict[str, float]:
@@ -78,6 +84,11 @@ class RaceResult:
         """Binomial standard error of the winner's accuracy on ``n_val`` images."""
         p = max(e.val_acc for e in self.entries)
         return math.sqrt(max(p * (1 - p), 1e-4) / max(self.n_val, 1))
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """The winner's accuracy on the test split (None without one): the number to report."""
+        return next(e.test_acc for e in self.entries if e.strategy == self.winner) if self.n_test else None
 
     @property
     def tied(self) -> list[str]:
@@ -99,6 +110,8 @@ class RaceResult:
         others = [s for s in self.tied if s != self.winner]
         if others:
             text += f"; {', '.join(others)} within the noise"
+        if self.n_test:
+            text += f"; on the test split ({self.n_test} images, not used to choose) it scores {self.test_accuracy:.3f}"
         if self.advice is None:
             return text + "."
         rec = self.advice.strategy
@@ -116,7 +129,8 @@ class RaceResult:
         for e in self.entries:
             star = " *" if e.strategy == self.winner else "  "
             rec = "  (recommended)" if self.advice is not None and e.strategy == self.advice.strategy else ""
-            lines.append(f"{star}{e.strategy:<{width}}  val acc {e.val_acc:.3f}  {e.seconds:6.1f} s  "
+            test = f"  test acc {e.test_acc:.3f}" if e.test_acc is not None else ""
+            lines.append(f"{star}{e.strategy:<{width}}  val acc {e.val_acc:.3f}{test}  {e.seconds:6.1f} s  "
                          f"{e.trainable:>10,} trainable  {e.setting}{rec}")
         lines.append(self.verdict)
         return "\n".join(lines)
@@ -130,14 +144,16 @@ class RaceResult:
             style = "font-weight:bold;background:#e8f4ea" if e.strategy == self.winner else ""
             rec = " (recommended)" if self.advice is not None and e.strategy == self.advice.strategy else ""
             rows += (f"<tr style='{style}'><td style='padding:2px 8px'>{html.escape(e.strategy + rec)}</td>"
-                     f"<td style='padding:2px 8px'>{e.val_acc:.3f}</td><td style='padding:2px 8px'>{e.seconds:.1f} s"
+                     f"<td style='padding:2px 8px'>{e.val_acc:.3f}</td>"
+                     + (f"<td style='padding:2px 8px'>{e.test_acc:.3f}</td>" if self.n_test else "")
+                     + f"<td style='padding:2px 8px'>{e.seconds:.1f} s"
                      f"</td><td style='padding:2px 8px'>{e.trainable:,}</td><td style='padding:2px 8px;color:#666'>"
                      f"{html.escape(e.setting)}</td></tr>")
         color = "#1b5e20" if self.agrees else ("#b71c1c" if self.agrees is False else "#333")
         return (f"<div style='border:1px solid #ccc;border-radius:6px;padding:10px;max-width:820px'>"
                 f"<b>Race</b> on {html.escape(self.dataset)} with {html.escape(self.backbone)}: {self.budget} epoch(s) "
                 f"of fine-tuning each<table style='border-collapse:collapse'><tr><th>strategy</th><th>val acc</th>"
-                f"<th>time</th><th>trainable</th><th>setting</th></tr>{rows}</table>"
+                f"{'<th>test acc</th>' if self.n_test else ''}<th>time</th><th>trainable</th><th>setting</th></tr>{rows}</table>"
                 f"<p style='color:{color};margin:4px 0'>{html.escape(self.verdict)}</p></div>")
 
     def plot(self):
@@ -203,7 +219,7 @@ def _race_plan(strategy: str, names: Sequence[str], advice: Advice) -> tuple[str
 
 def race(model: str | nn.Module, dataset, val=None,
          strategies: Sequence[str] = ("feature_extraction", "fine_tune_top", "fine_tune_all"), budget: int = 3, *,
-         advice: Advice | None = None, C: float = 1.0, lr: float = _HEAD_LR, augment: str = "light",
+         test=None, advice: Advice | None = None, C: float = 1.0, lr: float = _HEAD_LR, augment: str = "light",
          batch_size: int = 32, seed: int = 0, device=None, progress: bool = True) -> RaceResult:
     """Run candidate strategies for the same budget and report which actually won.
 
@@ -214,6 +230,9 @@ def race(model: str | nn.Module, dataset, val=None,
             class of ``dataset`` is held out, seeded).
         strategies: keys of :data:`STRATEGIES`; the recommended strategy is added if missing.
         budget: epochs of fine-tuning for every fine-tuning strategy.
+        test: a test ImageDataset (same classes). Every strategy is also scored on it, after the
+            race; the winner is still chosen on ``val`` alone, and :attr:`RaceResult.test_accuracy`
+            is the figure to report.
         advice: the recommendation to check (default: ``recommend(model, dataset, val)``);
             its freeze point and feature stage are used for its own strategy.
         C: inverse L2 strength of the linear classifier of the feature strategies. They run
@@ -236,6 +255,10 @@ def race(model: str | nn.Module, dataset, val=None,
     if unknown or not strategies:
         raise ArgumentError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
     budget = _check_int(budget, "budget (epochs of fine-tuning)", 1)
+    if test is not None and list(getattr(test, "classes", [])) != list(dataset.classes):
+        raise ArgumentError(f"the test split's classes {list(getattr(test, 'classes', []))} differ from the training "
+                            f"data's {list(dataset.classes)}: pass the test split of the same dataset "
+                            "(datasets.load(name, 'test')).")
     if val is None:
         dataset, val = _split(dataset, 0.2, seed)
     base = _load(model)
@@ -250,6 +273,7 @@ def race(model: str | nn.Module, dataset, val=None,
     entries = []
     for strategy in strategies:
         start = time.perf_counter()
+        test_acc = None
         label = strategy
         if strategy in ("feature_extraction", "early_features"):
             stage = _race_plan(strategy, names, advice)[1]
@@ -260,6 +284,10 @@ def race(model: str | nn.Module, dataset, val=None,
             history = History(label=f"{label} (linear probe)", train_loss=[losses[0]], train_acc=[probe.train_accuracy],
                               val_loss=[losses[1]], val_acc=[probe.accuracy], epoch_time=[time.perf_counter() - start])
             trainable = (ftr.x.shape[1] + 1) * num_classes
+            elapsed = time.perf_counter() - start
+            if test is not None:
+                fte = _stage_or_penultimate(base, test, stage, device, progress)
+                test_acc = float(probe.model.score(fte.x.numpy(), fte.y.numpy()))
             setting = f"logistic regression on {stage or 'penultimate'} features (C={C:g}), trained to convergence"
         else:
             model = replace_head(copy.deepcopy(base), num_classes)
@@ -272,9 +300,13 @@ def race(model: str | nn.Module, dataset, val=None,
                           schedule="cosine", augment=augment, seed=seed, device=device, progress=progress,
                           label=label)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            elapsed = time.perf_counter() - start
+            if test is not None:
+                test_acc = evaluate(model, test, batch_size=batch_size, device=device, progress=progress)["accuracy"]
             setting = f"train from {until}, lr head {lr:g} body {body_lr:g}, cosine, augment {augment!r}"
             del model
         acc = history.val_acc[-1] if history.val_acc else float("nan")
-        entries.append(RaceEntry(strategy, acc, history.best_val_acc or acc, time.perf_counter() - start,
-                                 trainable, setting, history))
-    return RaceResult(name, getattr(dataset, "name", "dataset"), entries, budget, len(val), advice)
+        entries.append(RaceEntry(strategy, acc, history.best_val_acc or acc, elapsed,
+                                 trainable, setting, history, test_acc))
+    return RaceResult(name, getattr(dataset, "name", "dataset"), entries, budget, len(val), advice,
+                      len(test) if test is not None else 0)

@@ -45,12 +45,11 @@ from pathlib import Path
 
 from ..errors import ArgumentError
 from .report import MARKER, Report, Result
-from .sandbox import Isolation, kernel_settings, probe, sandbox_user, write_kernelspec
+from .sandbox import PACKAGE_ROOT, Isolation, kernel_settings, probe, sandbox_user, write_kernelspec
 from .scan import scan_notebook
 
 __all__ = ["Limits", "Job", "autograde", "grade_submission", "find_submissions"]
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 GRACE = 120.0  # seconds beyond the notebook's budget for kernel start, sanitizing and saving
 
 _CONFIG = '''# Written by tlkit autograde for one submission: the course's config, then these overrides.
@@ -301,7 +300,7 @@ def grade_submission(job: Job) -> Result:
             status, message = "timeout", f"killed after {job.limits.timeout + GRACE:.0f} s{where}"
         elif not status_file.is_file() or "Exception while loading config file" in log_text:
             # nbgrader went on without our config: the kernel was not sandboxed, so nothing counts
-            status, message, out_ok = "crashed", "the sandbox was not used (see the log); grades discarded", False
+            status, message = "crashed", "the sandbox was not used (see the log); grades discarded"
         elif status == "running":
             status, message = "crashed", f"nbgrader stopped while cell {record.get('cell')} ran"
         elif proc.returncode != 0 and status == "ok":
@@ -309,7 +308,7 @@ def grade_submission(job: Job) -> Result:
             message = f"nbgrader autograde failed (exit {proc.returncode}); last log lines: " + \
                 " | ".join(log_text.strip().splitlines()[-3:])
         out = box / "autograded" / job.student / job.lesson
-        if message.startswith("the sandbox was not used"):
+        if message.startswith("the sandbox was not used"):  # its grades are not read
             out = scratch / "nothing"
         submitted = course / "submitted" / job.student / job.lesson
         findings = [f for nb in sorted(submitted.glob("*.ipynb")) for f in scan_notebook(nb)]

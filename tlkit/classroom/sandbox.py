@@ -47,6 +47,9 @@ KERNEL_NAME = "tlkit-sandbox"
 UID_BASE, UID_SLOTS = 61000, 1000
 LAUNCHER = Path(__file__).with_name("_launch.py")
 _PROBE = ("import ctypes,sys; sys.exit(0 if ctypes.CDLL(None, use_errno=True).unshare({flags}) == 0 else 1)")
+# The folder that holds the tlkit package (a kernel imports tlkit from there).
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
 # Environment a kernel may inherit from the grader; everything else is set on purpose.
 PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "NBGRADER_EXECUTION", "TLKIT_MIRROR",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_HOME", "JUPYTER_PLATFORM_DIRS")
@@ -54,8 +57,6 @@ PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "NBGRADER_
 
 def needed_paths() -> list[str]:
     """Folders a kernel must read: this Python (the venv and the installation it points to) and tlkit."""
-    from .autograding import PACKAGE_ROOT
-
     paths = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, PACKAGE_ROOT)}
     paths.add(os.path.dirname(os.path.realpath(sys.executable)))
     return sorted(paths)

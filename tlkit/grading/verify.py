@@ -175,7 +175,7 @@ def frozen(model: nn.Module, trainable: Sequence[str], images: torch.Tensor | No
         _fail(f"{len(in_train)} BatchNorm layers in the frozen stages still run in training mode after model.train() "
               f"(first: {in_train[0]}): they normalise with each batch's statistics and update their running "
               "statistics, so the 'frozen' features change. Frozen BatchNorm layers must stay in eval mode "
-              "(tlkit.freeze does this: see tlkit/freeze.py).")
+              "(tlkit.freeze does this: see tlkit/freezing.py).")
     changed = [n for n in names if not torch.allclose(seen[n][0][1], seen[n][2][1], atol=1e-5, rtol=1e-4)]
     if changed:
         _fail(f"the output of {len(changed)} BatchNorm layers in the frozen stages differs between model.eval() and model.train() "
