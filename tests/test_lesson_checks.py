@@ -233,6 +233,30 @@ def test_lesson3_solutions_pass_and_a_wrong_first_rate_fails_visibly(lesson3):
         run(lesson3, visible(cell("03", "ex3_2_groups_test")))
 
 
+def _compare_modes(m):
+    """Lesson 3's compare_modes: how much the features the head reads change between train and eval mode."""
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m.train()
+        f_train = m.global_pool(m.forward_features(x))
+        m.eval()
+        f_eval = m.global_pool(m.forward_features(x))
+    return ((f_train - f_eval).norm() / f_eval.norm()).item()
+
+
+def test_lesson3_freeze_by_hand_solution_passes_and_requires_grad_only_fails(lesson3):
+    lesson3["compare_modes"] = _compare_modes
+    answer("03", "ex3_3_by_hand", lesson3)
+    run(lesson3, cell("03", "ex3_3_by_hand_test"))
+    answer("03", "ex3_3_by_hand", lesson3, "\n".join([
+        "for stage in tlkit.list_stages(model)[:[s.name for s in tlkit.list_stages(model)].index(until)]:",
+        "    for path in stage.modules:",
+        "        for p in model.get_submodule(path).parameters():",
+        "            p.requires_grad = False"]))
+    with pytest.raises(AssertionError, match="BatchNorm"):
+        run(lesson3, visible(cell("03", "ex3_3_by_hand_test")))
+
+
 def test_lesson3_freeze_point_elsewhere_fails(lesson3):
     answer("03", "ex3_1_freeze", lesson3, 'tlkit.freeze(model, until="blocks.6")')
     with pytest.raises(CheckFailed, match="blocks.5 should be trainable"):
@@ -342,6 +366,7 @@ BLANKS = [  # lesson, exercise, its test, what the visible test says about a bla
     ("02", "ex2_4_optimizer", "ex2_4_optimizer_test", "optimizer is None: not written yet"),
     ("03", "ex3_1_freeze", "ex3_1_freeze_test", "nothing is frozen"),
     ("03", "ex3_2_groups", "ex3_2_groups_test", "groups is not written yet"),
+    ("03", "ex3_3_by_hand", "ex3_3_by_hand_test", "freeze_by_hand is not written yet"),
     ("04", "ex4_1_digits", "ex4_1_digits_test", "digit_aug is not written yet"),
     ("04", "ex4_2_gap", "ex4_2_gap_test", "honest_gap is not written yet"),
     ("05", "ex5_1_drift", "ex5_1_drift_test", "relative_change is not written yet"),
