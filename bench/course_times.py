@@ -102,7 +102,8 @@ def run_lesson(lesson: str, warm: bool, timeout: int, seed: int | None = None,
             failed = [c for c in claims if c.startswith("✗")]
             status = "ok" if not errors and not failed else "FAILED: " + "; ".join(errors + failed)[:300]
         except Exception as exc:  # a timeout or a dead kernel: report and go on with the next lesson
-            claims, status = [], f"FAILED: {str(exc).strip().splitlines()[-1][:200]}"
+            last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            claims, status = [], f"FAILED: {last[:200]}"
         finally:
             if save is not None:
                 save.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import socket
+import time
 import threading
 
 import pytest
@@ -55,7 +56,11 @@ def test_hostile_submissions_are_contained_and_recorded(tmp_path, listener):
     port, accepted = listener
     # sanity: the listener answers outside the sandbox
     socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    accepted.clear()
+    deadline = time.monotonic() + 30
+    while not accepted and time.monotonic() < deadline:  # the listener's thread accepts it a moment later
+        time.sleep(0.05)
+    assert len(accepted) == 1, "the listener did not see the test's own connection"
+    accepted.clear()  # only now: from here on, any connection came from a sandbox
 
     course = tiny_course(tmp_path / "course", cell_timeout=5)
     source_nb = course / "source" / LESSON / f"{LESSON}.ipynb"
