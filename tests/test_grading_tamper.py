@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from module_state import restored
 import torch
 from torch import nn
 
@@ -44,16 +45,8 @@ def one_thread():
 @pytest.fixture
 def kernel():
     """A namespace standing for the learner's kernel; tlkit's modules are put back afterwards."""
-    modules = [tlkit, grading, grading.verify, FREEZING, tlkit.train, torch, nn]
-    saved = [dict(vars(m)) for m in modules]
-    namespace = {"tlkit": tlkit, "grading": grading, "torch": torch, "nn": nn}
-    yield namespace
-    for module, before in zip(modules, saved):
-        for name in set(vars(module)) - set(before):
-            delattr(module, name)
-        for name, value in before.items():
-            if vars(module).get(name) is not value:
-                setattr(module, name, value)
+    with restored([tlkit, grading, grading.verify, FREEZING, tlkit.train, torch, nn]):
+        yield {"tlkit": tlkit, "grading": grading, "torch": torch, "nn": nn}
 
 
 def run(namespace: dict, code: str) -> dict:

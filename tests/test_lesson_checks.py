@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import nbformat
 import pytest
+from module_state import restored
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,15 +48,8 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def put_back():
     """Cells below patch tlkit as a student would; put every module back afterwards."""
-    modules = [tlkit, grading, grading.verify, FREEZING, train]
-    saved = [dict(vars(m)) for m in modules]
-    yield
-    for module, before in zip(modules, saved):
-        for name in set(vars(module)) - set(before):
-            delattr(module, name)
-        for name, value in before.items():
-            if vars(module).get(name) is not value:
-                setattr(module, name, value)
+    with restored([tlkit, grading, grading.verify, FREEZING, train]):
+        yield
 
 
 def cell(lesson: str, grade_id: str) -> str:
