@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tlkit.classroom.execute import SandboxedExecute, classify_error
+from tlkit.classroom.execute import SandboxedExecute, classify_error, ungraded_tail
+
+LESSONS = Path(__file__).resolve().parents[1] / "course" / "source"
 
 
 def test_errors_are_classified():
@@ -30,3 +34,45 @@ def test_budget_stops_the_notebook_and_later_cells_score_nothing(tmp_path):
         assert "time budget (3 s) ran out before cell 2" in cell.outputs[0].evalue
     record = json.loads(status.read_text())
     assert record["status"] == "timeout" and record["cell"] == 1 and "timed out at cell 1" in record["message"]
+
+
+def _graded(source: str, grade_id: str, solution: bool = False):
+    return new_code_cell(source, metadata={"nbgrader": {"grade": not solution, "solution": solution,
+                                                        "grade_id": grade_id, "points": 0 if solution else 1}})
+
+
+def test_ungraded_tail_starts_after_the_last_graded_or_solution_cell():
+    nb = new_notebook(cells=[new_code_cell("a = 1"), _graded("x = 1", "ex", solution=True),
+                             _graded("assert x == 1", "ex_test"), new_code_cell("plot()"), new_code_cell("more()")])
+    assert ungraded_tail(nb) == 3
+    assert ungraded_tail(new_notebook(cells=[new_code_cell("a = 1")])) is None
+    nb.cells.append(_graded("assert a == 1", "late_test"))  # a test at the very end: nothing is skipped
+    assert ungraded_tail(nb) == len(nb.cells)
+
+
+@pytest.mark.slow
+def test_the_ungraded_tail_is_not_run_and_every_graded_cell_is(tmp_path):
+    marker = tmp_path / "tail-ran"
+    nb = new_notebook(cells=[_graded("x = 1", "ex", solution=True), new_code_cell("y = x + 1"),
+                             _graded("assert y == 2", "ex_test"),
+                             new_code_cell(f"open({str(marker)!r}, 'w').close()"), new_code_cell("1 / 0")])
+    status = tmp_path / "status.json"
+    SandboxedExecute(timeout=60, kernel_name="python3", status_file=str(status), skip_ungraded_tail=True) \
+        .preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert not any(o.output_type == "error" for cell in nb.cells for o in cell.get("outputs", []))
+    assert not marker.exists()
+    assert "Not run by the autograder" in nb.cells[3].outputs[0].text and nb.cells[4].outputs == []
+    assert json.loads(status.read_text())["skipped"] == 2
+    SandboxedExecute(timeout=60, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert marker.exists() and nb.cells[4].outputs[0].ename == "ZeroDivisionError"  # the default runs all
+
+
+@pytest.mark.parametrize("lesson", sorted(p.parent.name for p in LESSONS.glob("*/*.ipynb")))
+def test_each_lesson_says_where_grading_stops(lesson):
+    """What the autograder skips is stated in the lesson, right where the skipping starts."""
+    nb = nbformat.read(LESSONS / lesson / f"{lesson}.ipynb", as_version=4)
+    tail = ungraded_tail(nb)
+    if tail is None or not any(cell.cell_type == "code" for cell in nb.cells[tail:]):
+        return
+    note = nb.cells[tail]
+    assert note.cell_type == "markdown" and "Where grading stops" in note.source and "tlkit autograde" in note.source

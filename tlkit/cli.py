@@ -142,6 +142,8 @@ def _add_classroom_commands(sub) -> None:
     p.add_argument("--memory", type=float, default=4, help="memory limit per submission in GB (default 4)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per submission's kernel (default 1)")
     p.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    p.add_argument("--run-all", action="store_true",
+                   help="also run the cells after the last graded cell (skipped by default: no score depends on them)")
     p.add_argument("--data", help="shared, pre-warmed data cache (default: $TLKIT_DATA)")
     p.add_argument("--cache", help="shared, pre-warmed feature cache (default: $TLKIT_CACHE)")
     p = sub.add_parser("warm-cache", help="fill the shared data cache for the course before students start")
@@ -159,7 +161,8 @@ def _run_classroom_command(args) -> int:
             return 0 if all(r.startswith("ready") for r in results.values()) else 1
         autograde(args.course, args.lesson, workers=args.workers, scheduler=args.scheduler,
                            force=args.force, limits=Limits(args.timeout, args.memory, args.threads),
-                           students=args.student, data_dir=args.data, cache_dir=args.cache)
+                           students=args.student, data_dir=args.data, cache_dir=args.cache,
+                           run_all=args.run_all)
     except TlkitError as exc:
         print(f"tlkit {args.command}: {exc}", file=sys.stderr)
         return 2

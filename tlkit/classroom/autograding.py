@@ -73,6 +73,7 @@ c.Autograde.autograde_preprocessors = [
 c.Execute.kernel_name = "tlkit-sandbox"
 c.SandboxedExecute.budget = {budget!r}
 c.SandboxedExecute.status_file = {status!r}
+c.SandboxedExecute.skip_ungraded_tail = {skip!r}
 c.KernelManager.transport = "ipc"
 c.KernelManager.ip = {ip!r}
 '''
@@ -109,6 +110,7 @@ class Job:
     readonly: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     scratch: str | None = None
+    run_all: bool = False             # also the cells after the last graded cell (execute.ungraded_tail)
 
 
 # --------------------------------------------------------------------------- the course side
@@ -274,7 +276,7 @@ def grade_submission(job: Job) -> Result:
         status_file = course / "status.json"
         (course / "nbgrader_config.py").write_text(_CONFIG.format(
             course=str(course), autograded=str(box / "autograded"), db_url=f"sqlite:///{course / 'gradebook.db'}",
-            budget=float(job.limits.timeout), status=str(status_file), ip=str(box / "run" / "k")))
+            budget=float(job.limits.timeout), status=str(status_file), skip=not job.run_all, ip=str(box / "run" / "k")))
         env = dict(os.environ)
         env.update(JUPYTER_PATH=str(course / "jupyter"), JUPYTER_RUNTIME_DIR=str(course / "runtime"),
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -326,7 +328,7 @@ def grade_submission(job: Job) -> Result:
 
 # --------------------------------------------------------------------------- the whole lesson
 
-def _jobs(coursedir, config, lesson, students, force, limits, isolation, env, readonly, scratch, say):
+def _jobs(coursedir, config, lesson, students, force, limits, isolation, env, readonly, scratch, say, run_all=False):
     from nbgrader.api import Gradebook
 
     found = find_submissions(coursedir, lesson)
@@ -362,7 +364,7 @@ def _jobs(coursedir, config, lesson, students, force, limits, isolation, env, re
                     continue
                 files = dict(common, **_files(folder, f"submitted/{student}/{lesson}"))
                 jobs.append(Job(lesson, student, _tar(files), fingerprint, _timestamp(folder), limits,
-                                asdict(isolation), hide, readonly, env, scratch))
+                                asdict(isolation), hide, readonly, env, scratch, run_all))
     if skipped:
         say(f"skipping {len(skipped)} already graded submission(s) (use --force to regrade): "
             + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
@@ -391,12 +393,14 @@ def _caches(data_dir, cache_dir, say) -> tuple[dict[str, str], list[str]]:
 def autograde(course: str | os.PathLike, lesson: str, workers: int = 2, scheduler: str | None = None,
               force: bool = False, limits: Limits | None = None, students: list[str] | None = None,
               data_dir: str | None = None, cache_dir: str | None = None, scratch: str | None = None,
-              progress: bool = True) -> Report:
+              progress: bool = True, run_all: bool = False) -> Report:
     """Autograde every submission of ``lesson`` in ``course``; merge into its gradebook; report.
 
     ``workers`` submissions are graded at once on this machine, or, with ``scheduler``
     (``"tcp://host:8786"``), on that Dask cluster. ``data_dir``/``cache_dir`` are the shared,
     pre-warmed caches (default: ``TLKIT_DATA``/``TLKIT_CACHE``), read-only for student code.
+    The code cells after the last graded cell are not run unless ``run_all`` (no score depends on
+    them; see :func:`tlkit.classroom.execute.ungraded_tail`).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ArgumentError(f"workers={workers!r}: expected a whole number of parallel workers, at least 1")
@@ -407,7 +411,7 @@ def autograde(course: str | os.PathLike, lesson: str, workers: int = 2, schedule
     isolation = probe()
     say(isolation.describe())
     env, readonly = _caches(data_dir, cache_dir, say)
-    jobs = _jobs(coursedir, config, lesson, students, force, limits, isolation, env, readonly, scratch, say)
+    jobs = _jobs(coursedir, config, lesson, students, force, limits, isolation, env, readonly, scratch, say, run_all)
     report = Report(lesson=lesson, root=root)
     if not jobs:
         say(f"nothing to grade for {lesson}")

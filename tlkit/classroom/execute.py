@@ -10,7 +10,12 @@ limit) makes nbgrader drop the whole submission. :class:`SandboxedExecute` adds:
   every later code cell gets a ``NotRun`` error output, so nbgrader scores the tests that ran and
   gives 0 to the others (a test cell without an error would otherwise count as passed);
 * ``status_file``: a JSON record ``{"status": "ok" | "timeout" | "memory" | "crashed", "cell": N,
-  "grade_id": ..., "message": ...}`` of the first thing that went wrong, for the grade report.
+  "grade_id": ..., "message": ..., "skipped": K}`` of the first thing that went wrong, for the grade report;
+* ``skip_ungraded_tail``: the code cells after the last graded or solution code cell are not run
+  (:func:`ungraded_tail`). Cells run in order, so no test can depend on a cell that comes after
+  every test: skipping them changes no score, and saves the lesson's closing experiments
+  (lesson 2's network trained from scratch, for one) in every submission. Each lesson says where
+  grading stops; ``tlkit autograde --run-all`` runs everything.
 
 ``tlkit autograde`` configures nbgrader to use it in place of ``Execute``:
 
@@ -24,11 +29,11 @@ import time
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 
 from nbgrader.preprocessors import Execute
 
-__all__ = ["SandboxedExecute", "classify_error"]
+__all__ = ["SandboxedExecute", "classify_error", "ungraded_tail"]
 
 MEMORY_SIGNS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "DefaultCPUAllocator",
                 "std::bad_alloc", "out of memory")
@@ -44,6 +49,19 @@ def classify_error(ename: str, evalue: str) -> str | None:
     return None
 
 
+def ungraded_tail(nb) -> int | None:
+    """Index of the first cell after the last graded or solution code cell; None if there is none.
+
+    >>> from nbformat.v4 import new_code_cell, new_notebook
+    >>> test = new_code_cell("assert x == 1", metadata={"nbgrader": {"grade": True, "solution": False}})
+    >>> ungraded_tail(new_notebook(cells=[new_code_cell("x = 1"), test, new_code_cell("plot()")]))
+    2
+    """
+    graded = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+              and (cell.metadata.get("nbgrader", {}).get("grade") or cell.metadata.get("nbgrader", {}).get("solution"))]
+    return graded[-1] + 1 if graded else None
+
+
 def _error(ename: str, evalue: str) -> NotebookNode:
     return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
@@ -53,17 +71,21 @@ class SandboxedExecute(Execute):
 
     budget = Float(0.0, help="Seconds for the whole notebook (0: no budget).").tag(config=True)
     status_file = Unicode("", help="Where to write the JSON record of what stopped execution.").tag(config=True)
+    skip_ungraded_tail = Bool(False, help="Do not run the code cells after the last graded or solution "
+                                          "code cell (no score depends on them).").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._deadline = time.monotonic() + self.budget if self.budget > 0 else None
         self._record = {"status": "ok", "cell": None, "grade_id": None, "message": ""}
         self._stopped = ""
+        self._tail = ungraded_tail(nb) if self.skip_ungraded_tail else None
+        self._skipped = 0
         try:
             return super().preprocess(nb, resources, km)
         finally:
             if self.status_file:
                 with open(self.status_file, "w") as f:
-                    json.dump(self._record, f)
+                    json.dump({**self._record, "skipped": self._skipped}, f)
 
     def _get_timeout(self, cell):
         timeout = super()._get_timeout(cell)
@@ -79,6 +101,13 @@ class SandboxedExecute(Execute):
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or not cell.source.strip():
+            return cell, resources
+        if self._tail is not None and index >= self._tail:
+            cell.outputs = [] if self._skipped else [NotebookNode(
+                output_type="stream", name="stdout",
+                text="Not run by the autograder: no graded cell comes after this point, so these cells "
+                     "cannot change a score (tlkit autograde --run-all runs them).\n")]
+            self._skipped += 1
             return cell, resources
         if not self._stopped and self._deadline is not None and time.monotonic() >= self._deadline:
             self._stopped = f"the notebook's time budget ({self.budget:.0f} s) ran out before cell {index + 1}"
