@@ -16,7 +16,7 @@ import torch
 
 import tlkit
 from tlkit import _batches, datasets
-from tlkit.train import History, LRFinderResult, _schedule_factor, evaluate, fit, lr_find, predict_proba
+from tlkit.train import History, LRFinderResult, schedule_factor, evaluate, fit, lr_find, predict_proba
 
 matplotlib.use("Agg")
 MIRROR = "/work/shared/datasets"
@@ -149,13 +149,13 @@ def test_progress_in_a_log_is_plain_lines(train_ds, val_ds, capsys):
 
 
 def test_schedules():
-    assert _schedule_factor(None, 5, 10) == 1.0
-    assert _schedule_factor("cosine", 0, 10) == 1.0
-    assert _schedule_factor("cosine", 10, 10) == pytest.approx(0.0)
-    assert _schedule_factor("onecycle", 0, 100) == pytest.approx(1 / 25)
-    assert _schedule_factor("onecycle", 30, 100) == pytest.approx(1.0)
-    peak = max(_schedule_factor("onecycle", s, 100) for s in range(101))
-    assert peak == pytest.approx(1.0) and _schedule_factor("onecycle", 100, 100) == pytest.approx(0.0)
+    assert schedule_factor(None, 5, 10) == 1.0
+    assert schedule_factor("cosine", 0, 10) == 1.0
+    assert schedule_factor("cosine", 10, 10) == pytest.approx(0.0)
+    assert schedule_factor("onecycle", 0, 100) == pytest.approx(1 / 25)
+    assert schedule_factor("onecycle", 30, 100) == pytest.approx(1.0)
+    peak = max(schedule_factor("onecycle", s, 100) for s in range(101))
+    assert peak == pytest.approx(1.0) and schedule_factor("onecycle", 100, 100) == pytest.approx(0.0)
 
 
 def test_cosine_schedule_lowers_the_recorded_lr(train_ds):

@@ -39,7 +39,7 @@ from . import advisor
 from . import transferability
 from . import widgets
 from . import grading
-from .train import History, LRFinderResult, evaluate, fit, lr_find, predict_proba
+from .train import History, LRFinderResult, evaluate, fit, lr_find, predict_proba, schedule_factor
 from .features import Features, ProbeResult, extract_features, linear_probe, train_head
 
 __all__ = [
@@ -49,5 +49,5 @@ __all__ = [
     "list_stages", "load_backbone", "load_model", "save_model", "num_features", "param_groups", "preprocess", "replace_head",
     "trainable_summary", "unfreeze",
 ]
-__all__ += ["History", "LRFinderResult", "evaluate", "fit", "lr_find", "predict_proba",
+__all__ += ["History", "LRFinderResult", "evaluate", "fit", "lr_find", "predict_proba", "schedule_factor",
             "Features", "ProbeResult", "extract_features", "linear_probe", "train_head"]

@@ -45,7 +45,7 @@ from .errors import ArgumentError, DatasetError
 from .freezing import param_groups as stage_param_groups
 from .history import History
 
-__all__ = ["fit", "evaluate", "predict_proba", "lr_find", "History", "LRFinderResult", "clear_cache"]
+__all__ = ["fit", "evaluate", "predict_proba", "lr_find", "History", "LRFinderResult", "clear_cache", "schedule_factor"]
 
 SCHEDULES = (None, "cosine", "onecycle")
 
@@ -91,12 +91,18 @@ def _evaluate(model: nn.Module, batches: Batches, device: torch.device) -> tuple
     return loss_sum.item() / batches.n, correct.item() / batches.n
 
 
-def _schedule_factor(schedule: str | None, step: int, total: int) -> float:
+def schedule_factor(schedule: str | None, step: int, total: int) -> float:
     """Multiplier of every group's learning rate at optimizer step ``step`` (of ``total``).
 
     ``None``: constant. ``"cosine"``: from 1 down to 0 along half a cosine.
     ``"onecycle"``: linear warm-up from 1/25 to 1 over the first 30% of the steps, then cosine down.
+    ``fit(..., schedule=...)`` multiplies every group's rate by it at each step.
+
+    >>> [round(schedule_factor("onecycle", s, 10), 2) for s in (0, 3, 10)]
+    [0.04, 1.0, 0.0]
     """
+    if schedule not in SCHEDULES:
+        raise ArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     t = step / max(1, total)
     if schedule is None:
         return 1.0
@@ -188,7 +194,7 @@ def _fit(model, dataset, val, epochs, lr, param_groups, batch_size, schedule, au
                    if val is not None else None)
     steps = len(train_batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _schedule_factor(schedule, step, epochs * steps))
+        optimizer, lambda step: schedule_factor(schedule, step, epochs * steps))
     history = History(label=label or "", setup_time=time.perf_counter() - start,
                       images_per_epoch=steps * train_batches.batch_size, device=precision(device))
     amp = uses_amp(device)
