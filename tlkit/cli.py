@@ -149,16 +149,21 @@ def _add_classroom_commands(sub) -> None:
     p = sub.add_parser("warm-cache", help="fill the shared data cache for the course before students start")
     p.add_argument("--datasets", nargs="+", help="dataset names (default: those the lessons in course/source load)")
     p.add_argument("--course", default="course", help="the course folder (default: course)")
+    p.add_argument("--features", action="store_true",
+                   help="also run each lesson's graded part once, so its extracted features are in the cache")
+    p.add_argument("--lessons", nargs="+", help="with --features: these lessons (default: all in course/source)")
 
 
 def _run_classroom_command(args) -> int:
-    from .classroom import Limits, autograde, warm_cache
+    from .classroom import Limits, autograde, warm_cache, warm_features
     from .errors import TlkitError
 
     try:
         if args.command == "warm-cache":
             results = warm_cache(args.datasets, course=args.course)
-            return 0 if all(r.startswith("ready") for r in results.values()) else 1
+            if args.features:
+                results.update(warm_features(args.lessons, course=args.course))
+            return 0 if all(r.startswith(("ready", "skipped")) for r in results.values()) else 1
         autograde(args.course, args.lesson, workers=args.workers, scheduler=args.scheduler,
                            force=args.force, limits=Limits(args.timeout, args.memory, args.threads),
                            students=args.student, data_dir=args.data, cache_dir=args.cache,

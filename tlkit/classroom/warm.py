@@ -2,8 +2,10 @@
 
 ``tlkit warm-cache`` loads every dataset the course's lessons load (found by reading
 ``course/source``; or those named with ``--datasets``) into ``TLKIT_DATA``, checking each image
-once, so that no student and no grading worker downloads, unpacks or verifies it again. It then
-prints how to make the cache read-only for students and how to hand it to ``tlkit autograde``.
+once, so that no student and no grading worker downloads, unpacks or verifies it again. With
+``--features`` it also runs each lesson's graded part once (:func:`warm_features`), so that the
+features those cells extract are in ``TLKIT_CACHE`` and no grading worker extracts them again. It
+then prints how to make the caches read-only for students and how to hand them to ``tlkit autograde``.
 
 Example:
     >>> from tlkit.classroom import warm_cache
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from ..errors import ArgumentError
 
-__all__ = ["warm_cache", "course_datasets", "read_only_instructions"]
+__all__ = ["warm_cache", "warm_features", "course_datasets", "read_only_instructions"]
 
 _LOAD = re.compile(r"""load\(\s*["']([A-Za-z0-9_-]+)["']""")
 
@@ -81,4 +83,55 @@ def warm_cache(names: list[str] | None = None, course: str | Path = "course", pr
     if progress:
         print(f"data cache: {cache_dir('data')}")
         print(read_only_instructions(cache_dir("data"), cache_dir("features").parent))
+    return out
+
+
+def warm_features(lessons: list[str] | None = None, course: str | Path = "course", timeout: int = 900,
+                  progress: bool = True) -> dict[str, str]:
+    """Run each lesson's graded part once, so that the features it extracts are in ``TLKIT_CACHE``.
+
+    The part is what ``tlkit autograde`` runs: the source notebook (with solutions) up to its last
+    graded cell (:func:`tlkit.classroom.execute.ungraded_tail`), executed in the lesson's folder by
+    nbclient with this Python's kernel. Features are cached by content (backbone weights, images,
+    stage, size), so a student's or a grading worker's identical extraction then reads them.
+    Returns ``{lesson: "ready: ..." or "failed: <reason>"}``; raises ArgumentError for an unknown lesson.
+
+    >>> warm_features(["02-feature-extraction"], progress=False)  # doctest: +SKIP
+    {'02-feature-extraction': 'ready: 31 cells run in 41 s'}
+    """
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from ..download import cache_dir
+    from .execute import ungraded_tail
+
+    source = Path(course) / "source"
+    found = sorted(p.parent.name for p in source.glob("*/*.ipynb") if p.stem == p.parent.name)
+    lessons = found if lessons is None else list(lessons)
+    unknown = [name for name in lessons if name not in found]
+    if unknown:
+        raise ArgumentError(f"--lessons: no lesson {unknown} under {source}; found: {', '.join(found) or 'none'}")
+    out: dict[str, str] = {}
+    for lesson in lessons:
+        path = source / lesson / f"{lesson}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        tail = ungraded_tail(nb)
+        if tail is None:
+            out[lesson] = "skipped: no graded cell, nothing for the grader to reuse"
+        else:
+            nb.cells = nb.cells[:tail]
+            start = time.monotonic()
+            try:
+                NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                               resources={"metadata": {"path": str(path.parent)}}).execute()
+                out[lesson] = f"ready: {tail} cells run in {time.monotonic() - start:.0f} s"
+            except Exception as exc:  # report every lesson, then let the caller decide
+                first = (str(exc).strip().splitlines() or [""])[-1]
+                out[lesson] = f"failed: {type(exc).__name__}: {first[:300]}"
+        if progress:
+            print(f"{lesson}: {out[lesson]}")
+    if progress:
+        print(f"feature cache: {cache_dir('features')}")
     return out
