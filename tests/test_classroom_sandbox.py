@@ -79,7 +79,9 @@ def test_hostile_submissions_are_contained_and_recorded(tmp_path, listener):
     ])
     assert os.stat(source_nb).st_mode & 0o004, "the solutions must be world-readable here, so the sandbox is what protects them"
 
-    report = autograde(course, LESSON, workers=2, limits=Limits(timeout=90, memory_gb=2), progress=False)
+    # the snooper's cells come after the last test, which autograde skips by default: run them, the box
+    # must hold wherever the code sits
+    report = autograde(course, LESSON, workers=2, limits=Limits(timeout=90, memory_gb=2), progress=False, run_all=True)
     by = {r.student: r for r in report.results}
     scores = {s: {g: v[0] for g, v in r.scores.items()} for s, r in by.items()}
 
