@@ -57,8 +57,11 @@ def ungraded_tail(nb) -> int | None:
     >>> ungraded_tail(new_notebook(cells=[new_code_cell("x = 1"), test, new_code_cell("plot()")]))
     2
     """
-    graded = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-              and (cell.metadata.get("nbgrader", {}).get("grade") or cell.metadata.get("nbgrader", {}).get("solution"))]
+    def graded_or_solution(cell) -> bool:
+        meta = cell.metadata.get("nbgrader", {})
+        return cell.cell_type == "code" and bool(meta.get("grade") or meta.get("solution"))
+
+    graded = [i for i, cell in enumerate(nb.cells) if graded_or_solution(cell)]
     return graded[-1] + 1 if graded else None
 
 

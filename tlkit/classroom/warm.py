@@ -96,8 +96,8 @@ def warm_features(lessons: list[str] | None = None, course: str | Path = "course
     stage, size), so a student's or a grading worker's identical extraction then reads them.
     Returns ``{lesson: "ready: ..." or "failed: <reason>"}``; raises ArgumentError for an unknown lesson.
 
-    >>> warm_features(["02-feature-extraction"], progress=False)  # doctest: +SKIP
-    {'02-feature-extraction': 'ready: 31 cells run in 41 s'}
+    >>> warm_features(["02-feature-extraction"], progress=False)["02-feature-extraction"][:6]  # doctest: +SKIP
+    'ready:'
     """
     import time
 
