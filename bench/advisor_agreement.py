@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"recommended {row['recommended']:18} winner {row['winner']:18} agrees {row['agrees']!s:5} "
                       f"test: rec {row['test'][row['recommended']]:.3f} win {row['test'][row['winner']]:.3f}  "
                       f"({row['seconds']:.0f} s)", flush=True)
+                if args.json:  # after every race, so a long run that is stopped keeps what it measured
+                    with open(args.json, "w") as f:
+                        json.dump(rows, f, indent=1)
     print("\n| dataset | per class (band) | similarity (LEEP) | recommended | race winner (val) per seed | agrees | "
           "test acc: recommended / winner |")
     print("|---|---|---|---|---|---|---|")
@@ -120,9 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     agree = sum(r["agrees"] for r in rows)
     print(f"\nagreement (a win or a tie within one standard error on val): {agree}/{len(rows)} = "
           f"{agree / max(len(rows), 1):.0%}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
     return 0
 
 
