@@ -54,7 +54,7 @@ instructor: install
 	cd course && $(call LAB_ENV,instructor) jupyter lab $(LAB_ARGS) --ServerApp.default_url=/lab/tree/source
 lab-instructor: instructor
 
-# The course as a static website (website/README.md): executes every lesson (about 8 minutes on
+# The course as a static website (website/README.md): executes every lesson (about 19 minutes on
 # 2 CPU cores), keeps the student versions with their outputs, builds HTML with Sphinx + myst-nb.
 # SITE_LESSONS="00 01" builds only those lessons.
 SITE_LESSONS ?=

@@ -14,7 +14,7 @@ Sizes: ``small`` is a few dozen images per class; ``large`` is as many as the da
 allow (``--large``, capped by what the training split holds). Images are fed small on a CPU
 (photos at ``--photo-size``, MedMNIST and digits at 32 px), as the lessons do.
 
-Example (from the repository root; about 25 minutes on 2 CPU cores):
+Example (from the repository root; on 2 CPU cores the 30 races took 51 minutes, see bench/README.md):
 
     TLKIT_MIRROR=../shared/datasets .venv/bin/python bench/advisor_agreement.py --seeds 0 1 2
 """

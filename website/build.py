@@ -1,6 +1,6 @@
 """Build the course website: every lesson executed, shown as learners get it (no solutions).
 
-    python website/build.py                      # all lessons (about 8 minutes on 2 CPU cores)
+    python website/build.py                      # all lessons (about 19 minutes on 2 CPU cores)
     python website/build.py --lessons 00 01      # only these are executed; the others appear unexecuted
 
 Steps: copy each lesson folder of ``course/source`` to a staging folder, execute the source
