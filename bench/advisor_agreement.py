@@ -76,6 +76,29 @@ def run_one(name: str, size: str, seed: int, *, photo_size: int, budget: int, va
     }
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The table of course/README.md ("The advisor against the race"), one line per dataset and size, then the agreement rate.
+
+    Test accuracies per seed: the recommendation's, the validation winner's, and the best of all strategies'.
+    """
+    lines = ["| dataset | per class (band) | LEEP | recommended | winner on val, per seed | agrees | "
+             "test accuracy: recommended / val winner / best of all |", "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["size"]), []).append(r)
+    for (name, _), group in groups.items():
+        tests = "; ".join(f"{r['test'][r['recommended']]:.1%} / {r['test'][r['winner']]:.1%} / {max(r['test'].values()):.1%}"
+                          for r in group)
+        lines.append(f"| {name} | {group[0]['per_class']} ({group[0]['band']}) | "
+                     f"{', '.join(format(r['similarity'], '.2f') for r in group)} | "
+                     f"{', '.join(sorted({r['recommended'] for r in group}))} | {', '.join(r['winner'] for r in group)} | "
+                     f"{sum(r['agrees'] for r in group)}/{len(group)} | {tests} |")
+    agree = sum(r["agrees"] for r in rows)
+    lines.append(f"\nagreement (a win or a tie within one standard error on val): {agree}/{len(rows)} = "
+                 f"{agree / max(len(rows), 1):.0%}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -86,7 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-per-class", type=int, default=60, help="validation images per class (at most)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", default=None, help="also write every number to this file")
+    parser.add_argument("--table-from", default=None, metavar="JSON",
+                        help="run nothing: print the table from the --json file of an earlier run")
     args = parser.parse_args(argv)
+    if args.table_from:
+        with open(args.table_from) as f:
+            print(markdown_table(json.load(f)))
+        return 0
 
     device, why = tlkit.default_device() if args.device is None else (torch.device(args.device), "--device")
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -106,23 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json:  # after every race, so a long run that is stopped keeps what it measured
                     with open(args.json, "w") as f:
                         json.dump(rows, f, indent=1)
-    print("\n| dataset | per class (band) | similarity (LEEP) | recommended | race winner (val) per seed | agrees | "
-          "test acc: recommended / winner |")
-    print("|---|---|---|---|---|---|---|")
-    for name in args.datasets:
-        for size in args.sizes:
-            group = [r for r in rows if r["dataset"] == name and r["size"] == size]
-            if not group:
-                continue
-            recs = sorted({r["recommended"] for r in group})
-            print(f"| {name} | {group[0]['per_class']} ({group[0]['band']}) | "
-                  f"{', '.join(str(r['similarity']) for r in group)} | {', '.join(recs)} | "
-                  f"{', '.join(r['winner'] for r in group)} | {sum(r['agrees'] for r in group)}/{len(group)} | "
-                  + ", ".join(f"{r['test'][r['recommended']]:.1%} / {r['test'][r['winner']]:.1%}" for r in group)
-                  + " |")
-    agree = sum(r["agrees"] for r in rows)
-    print(f"\nagreement (a win or a tie within one standard error on val): {agree}/{len(rows)} = "
-          f"{agree / max(len(rows), 1):.0%}")
+    print("\n" + markdown_table(rows))
     return 0
 
 

@@ -16,6 +16,7 @@ Example (from the repository root):
     TLKIT_MIRROR=../shared/datasets .venv/bin/python bench/course_times.py
     .venv/bin/python bench/course_times.py 03-fine-tuning 05-learning-rates --warm
     .venv/bin/python bench/course_times.py --seeds 0 1 2
+    .venv/bin/python bench/course_times.py --table-from seed0.log seeds12.log   # one claims table from several runs
     .venv/bin/python bench/course_times.py --gpu-settings   # the GPU settings, here (slow on a CPU)
 """
 from __future__ import annotations
@@ -116,6 +117,53 @@ def run_lesson(lesson: str, warm: bool, timeout: int, seed: int | None = None,
         return time.perf_counter() - start, status, claims
 
 
+def split_claim(line: str) -> tuple[str, str, bool]:
+    """``(claim, evidence, shown)`` from a claim line as ``claims_and_errors`` returns it.
+
+    ``check_claim`` writes "<claim> (<evidence>)"; the evidence is the last top-level parenthesis.
+    """
+    shown = not line.startswith("✗")
+    text = line.split("on this run: ", 1)[-1].rstrip(".")
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0 and text.endswith(")") and text[i] == "(":
+            return text[:i].strip(), text[i + 1:-1], shown
+    return text, "", shown
+
+
+def claims_table(runs: list[tuple[str, int, list[str]]], seeds: list[int]) -> str:
+    """A Markdown table, one row per claim and one column per seed, from ``(lesson, seed, claims)`` runs.
+
+    A claim a seed did not print reads "not run"; one it did not show is marked ✗.
+    """
+    evidence: dict[tuple[str, str], dict[int, str]] = {}
+    for lesson, seed, claims in sorted(runs, key=lambda r: r[0]):
+        for line in claims:
+            claim, ev, shown = split_claim(line)
+            evidence.setdefault((lesson, claim), {})[seed] = ev if shown else "✗ " + ev
+    lines = ["| lesson | claim | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    for (lesson, claim), by_seed in evidence.items():
+        lines.append(f"| {int(lesson[:2])} | {claim} | " + " | ".join(by_seed.get(s, "not run") for s in seeds) + " |")
+    return "\n".join(lines)
+
+
+LOG_LESSON = re.compile(r"^(\d\d-[\w-]+) seed (\d+)\s+[\d.]+ s\s")
+
+
+def runs_from_log(text: str) -> list[tuple[str, int, list[str]]]:
+    """The ``(lesson, seed, claims)`` runs in what ``--seeds ... --claims`` printed (to join several runs' logs)."""
+    runs: list[tuple[str, int, list[str]]] = []
+    for line in text.splitlines():
+        m = LOG_LESSON.match(line)
+        if m:
+            runs.append((m.group(1), int(m.group(2)), []))
+        elif runs and line.startswith("    ") and "on this run: " in line:
+            runs[-1][2].append(line.strip())
+    return runs
+
+
 def device_line() -> str:
     import torch
 
@@ -134,15 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-settings", action="store_true",
                         help="run the lessons' GPU settings even without a GPU (to check their code and claims)")
     parser.add_argument("--save", type=Path, help="write the executed notebooks (with outputs) into this folder")
+    parser.add_argument("--table-from", type=Path, nargs="+", metavar="LOG",
+                        help="run nothing: print the claims table from the saved output of earlier --seeds runs")
     args = parser.parse_args(argv)
+    if args.table_from:
+        runs = [r for log in args.table_from for r in runs_from_log(log.read_text())]
+        print(claims_table(runs, sorted({seed for _, seed, _ in runs})))
+        return 0
     lessons = args.lessons or sorted(p.name for p in SOURCE.iterdir() if (p / f"{p.name}.ipynb").exists())
     print(f"device: {device_line()}; caches: {'warm' if args.warm else 'empty (first run)'}"
           + ("; the lessons' GPU settings" if args.gpu_settings else ""), flush=True)
-    rows = []
+    rows, runs = [], []
     for seed in args.seeds or [None]:
         for lesson in lessons:
             seconds, status, claims = run_lesson(lesson, args.warm, args.timeout, seed, args.save, args.gpu_settings)
             rows.append((lesson, seed, seconds, status))
+            runs.append((lesson, seed, claims))
             tag = "" if seed is None else f" seed {seed}"
             print(f"{lesson + tag:36s} {seconds:7.1f} s  {status}", flush=True)
             if args.claims or args.seeds:
@@ -152,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     for lesson, seed, seconds, status in rows:
         print(f"| {lesson} | {'' if seed is None else seed} | {int(seconds // 60)} min {seconds % 60:04.1f} s | {status} |")
     print(f"| total | | {sum(r[2] for r in rows) / 60:.1f} min | |")
+    if args.seeds:
+        print("\n" + claims_table(runs, args.seeds))
     return 0 if all(r[3] == "ok" for r in rows) else 1
 
 

@@ -57,3 +57,32 @@ def test_claims_are_read_from_what_check_claim_really_prints(capsys):
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ClaimNotShown", evalue=str(info.value), traceback=[])]
     assert course_times.claims_and_errors(nb) == (["shown on this run: a wins (3 vs 1)",
                                                     "✗ not shown on this run: b wins (1 vs 2)"], [])
+
+
+def test_claims_table_has_a_row_per_claim_and_a_column_per_seed():
+    log = ("02-feature-extraction seed 0     12.0 s  ok\n"
+           "    shown on this run: probe beats scratch (90% vs 50% (chance 50%))\n"
+           "    shown on this run: flowers work (80%)\n"
+           "02-feature-extraction seed 1     11.0 s  FAILED: ✗ ...\n"
+           "    ✗ not shown on this run: probe beats scratch (55% vs 60%)\n")
+    runs = course_times.runs_from_log(log)
+    assert [(lesson, seed, len(claims)) for lesson, seed, claims in runs] == [
+        ("02-feature-extraction", 0, 2), ("02-feature-extraction", 1, 1)]
+    table = course_times.claims_table(runs, [0, 1, 2]).splitlines()
+    assert table[0] == "| lesson | claim | seed 0 | seed 1 | seed 2 |"
+    assert table[2] == "| 2 | probe beats scratch | 90% vs 50% (chance 50%) | ✗ 55% vs 60% | not run |"
+    assert table[3] == "| 2 | flowers work | 80% | not run | not run |"
+    assert course_times.split_claim("shown on this run: no evidence") == ("no evidence", "", True)
+
+
+def test_advisor_table_counts_agreement_and_shows_the_best_test_accuracy():
+    spec = importlib.util.spec_from_file_location("advisor_agreement", ROOT / "bench" / "advisor_agreement.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"dataset": "digits", "size": "small", "per_class": 20, "band": "small", "similarity": 0.0,
+           "recommended": "early_features", "winner": "fine_tune_all", "agrees": False,
+           "test": {"early_features": 0.9, "fine_tune_all": 0.8, "retrain_all": 0.95}}
+    table = bench.markdown_table([row, dict(row, agrees=True, winner="early_features")]).splitlines()
+    assert table[2] == ("| digits | 20 (small) | 0.00, 0.00 | early_features | fine_tune_all, early_features | 1/2 | "
+                        "90.0% / 80.0% / 95.0%; 90.0% / 90.0% / 95.0% |")
+    assert table[-1].endswith("1/2 = 50%")
